@@ -65,7 +65,7 @@ struct mdl_config {
 	float rms_eps;    /* rms_norm_eps */
 	struct mdl_rope rope;
 	bool tie_embeddings; /* tie_word_embeddings: lm_head is embed */
-	bool attn_bias;      /* q/k/v bias present (qwen2, or llama with attention_bias) */
+	bool attn_bias;      /* q/k/v bias present (qwen2 only; llama attention_bias, which also biases o_proj, is refused) */
 	bool qk_norm;        /* per-head RMSNorm on q and k (qwen3) */
 	int bos_id;          /* -1 when absent */
 	int eos_ids[MDL_MAX_EOS];
