@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pkgs=(meson ninja-build pkg-config gcc libjansson-dev libutf8proc-dev liburing-dev libnuma-dev
-      libhwloc-dev python3-torch python3-numpy curl clang libclang-rt-14-dev)
+      libhwloc-dev python3-torch python3-numpy python3-jinja2 python3-prometheus-client curl clang libclang-rt-14-dev)
 missing=()
 # node and npm may come from elsewhere (nodesource ships npm inside nodejs); add Debian's if absent.
 command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
