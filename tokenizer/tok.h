@@ -62,7 +62,7 @@ ssize_t tok_encode(struct tok_enc *e, const char *text, size_t len, int32_t *ids
  * valid UTF-8 only when the ids are. */
 ssize_t tok_decode(const struct tok *t, const int32_t *ids, size_t n, char *out, size_t cap);
 
-/* Incremental detokenizer for streaming: push one id at a time; *text/*len get the bytes that are
+/* Incremental detokenizer for streaming: push one id at a time; *text and *len get the bytes that are
  * now complete UTF-8 (possibly none). Bytes that cannot be completed are emitted as U+FFFD once
  * it is certain they never will be, and at tok_stream_finish(). */
 int tok_stream_create(struct tok_stream **out, const struct tok *t);
