@@ -6,7 +6,9 @@
  * decode token, against a paged KV cache owned by the struct mdl_cpu.
  *
  * KV layout: n_pages pages of page_tokens positions each; one page holds, for every layer,
- *   K and V as (layer, kv_head, page_tokens, head_dim) fp32. A sequence's page table maps its
+ *   K and V as (layer, kv_head, page_tokens, head_dim) fp32. Exactly: a page is
+ *   (n_layers, 2 [0 = K after q/k-norm and RoPE, 1 = V], n_kv_heads, page_tokens, head_dim) fp32,
+ *   pages back to back in one pool. A sequence's page table maps its
  *   logical page i (positions [i*page_tokens, (i+1)*page_tokens)) to a physical page. Who owns
  *   which page is the caller's business (the scheduler's KV allocator); this module only reads
  *   and writes the pages it is handed.
@@ -47,9 +49,15 @@ struct mdl_cpu_seq {
 int mdl_cpu_create(struct mdl_cpu **out, const struct mdl *m, const struct mdl_cpu_opts *o);
 void mdl_cpu_destroy(struct mdl_cpu *c);
 
-/* Run one step. Returns 0, or -EINVAL when the batch breaks the limits given at create (too many
+/* Run one step: every sequence's tokens are embedded, go through all layers together (their K/V
+ * written to the cache at their positions), and the last n_logits tokens of each sequence get
+ * logits. Sequences in one step must not share a page they write. Returns 0, or -EINVAL when the batch breaks the limits given at create (too many
  * tokens or sequences, a token id outside the vocabulary, a page id outside the pool, a position at
  * or past max_pos); nothing is written to the cache in that case. */
 int mdl_cpu_step(struct mdl_cpu *c, const struct mdl_cpu_seq *seqs, int n_seqs);
+
+/* Physical page `page` of the KV pool (layout above), for tests and the CPU-vs-GPU comparison;
+ * NULL when page is outside the pool. Valid until mdl_cpu_destroy(). */
+float *mdl_cpu_kv_page(struct mdl_cpu *c, int page);
 
 #endif
