@@ -7,5 +7,6 @@
 #define OFFPATH_DAEMON_CMD_H
 
 int cmd_generate(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 #endif

@@ -1,27 +1,24 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * daemon/generate.c: `offpathd generate`: one prompt, one completion, on the CPU reference forward
- * pass, streamed to stdout as it is generated. The same sampling (model/sample.h) and the same
- * detokenizer (tok_stream) as the server, so a request with the same seed and parameters gives the
- * same text through either.
+ * daemon/generate.c: `offpathd generate`: one prompt, one completion, printed as it is generated.
+ * It goes through the same engine as `serve` (daemon/engine.h: request ring -> persistent
+ * scheduler backend -> token ring) and the same prompt encoding and detokenizer, so a request
+ * with the same seed and parameters gives the same text through either.
  */
 #include <errno.h>
 #include <getopt.h>
-#include <jansson.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "boot.h"
 #include "cmd.h"
-#include "cpu.h"
+#include "engine.h"
 #include "log.h"
-#include "mdl.h"
+#include "ring.h"
 #include "sample.h"
-#include "tok.h"
-
-#define GEN_PAGE_TOKENS 16
 
 struct gen_opts {
 	const char *model;
@@ -160,25 +157,6 @@ static char *read_stdin(void)
 	return buf;
 }
 
-/* Does the model's tokenizer_config.json ask for a BOS token in front of every prompt? */
-static bool wants_bos(const char *dir)
-{
-	char path[4200];
-	snprintf(path, sizeof(path), "%s/tokenizer_config.json", dir);
-	json_t *root = json_load_file(path, 0, NULL);
-	bool yes = root && json_is_true(json_object_get(root, "add_bos_token"));
-	json_decref(root);
-	return yes;
-}
-
-static bool is_eos(const struct mdl_config *cfg, int32_t id)
-{
-	for (int i = 0; i < cfg->n_eos; i++)
-		if (cfg->eos_ids[i] == id)
-			return true;
-	return false;
-}
-
 static double now_s(void)
 {
 	struct timespec ts;
@@ -189,16 +167,12 @@ static double now_s(void)
 int cmd_generate(int argc, char **argv)
 {
 	struct gen_opts o;
-	struct mdl *m = NULL;
-	struct tok *t = NULL;
+	struct boot_model bm = {0};
+	struct engine eng = {0};
 	struct tok_enc *enc = NULL;
 	struct tok_stream *ts = NULL;
-	struct mdl_cpu *cpu = NULL;
-	struct mdl_sampler *smp = NULL;
-	int32_t *ids = NULL, *pages = NULL;
-	float *logits = NULL;
+	int32_t *ids = NULL;
 	char *stdin_text = NULL;
-	char err[MDL_ERR_LEN];
 	int rc = 1, r;
 
 	r = gen_parse(&o, argc, argv);
@@ -212,123 +186,98 @@ int cmd_generate(int argc, char **argv)
 		}
 		o.prompt = stdin_text;
 	}
-
-	r = mdl_open(&m, o.model, err, sizeof(err));
-	if (r) {
-		log_error("model", "%s", err);
+	if (boot_model_open(&bm, o.model))
 		goto out;
-	}
-	char tpath[4200];
-	snprintf(tpath, sizeof(tpath), "%s/tokenizer.json", o.model);
-	r = tok_load(&t, tpath, err, sizeof(err));
-	if (r) {
-		log_error("tokenizer", "%s", err);
-		goto out;
-	}
-	if ((r = tok_enc_create(&enc, t)) || (r = tok_stream_create(&ts, t)) ||
-	    (r = mdl_sampler_create(&smp, m->cfg.vocab_size))) {
-		log_error("generate", "setting up: %s", strerror(-r));
+	if ((r = tok_enc_create(&enc, bm.tok)) || (r = tok_stream_create(&ts, bm.tok))) {
+		log_error("generate", "setting up the tokenizer: %s", strerror(-r));
 		goto out;
 	}
 
-	/* Prompt ids: optional BOS, then the text. */
-	size_t plen = strlen(o.prompt);
-	size_t cap = plen + 2;
-	ids = malloc((cap + (size_t)o.max_tokens) * sizeof(*ids));
-	if (!ids)
-		goto oom;
-	size_t n_prompt = 0;
-	if (wants_bos(o.model) && m->cfg.bos_id >= 0)
-		ids[n_prompt++] = m->cfg.bos_id;
-	ssize_t ne = tok_encode(enc, o.prompt, plen, ids + n_prompt, cap - n_prompt, 0);
-	if (ne < 0) {
-		log_error("tokenizer", "encoding the prompt: %s", strerror((int)-ne));
+	int max_ctx = engine_max_ctx(&bm);
+	ids = malloc(((size_t)max_ctx + 1) * sizeof(*ids));
+	if (!ids) {
+		log_error("generate", "out of memory");
 		goto out;
 	}
-	n_prompt += (size_t)ne;
+	ssize_t n_prompt = boot_encode_prompt(&bm, enc, o.prompt, strlen(o.prompt), ids,
+					      (size_t)max_ctx + 1);
+	if (n_prompt < 0) {
+		log_error("tokenizer", "encoding the prompt: %s", strerror((int)-n_prompt));
+		goto out;
+	}
 	if (n_prompt == 0) {
 		log_error("generate", "the prompt is empty and the model has no BOS token");
 		goto out;
 	}
-	size_t total = n_prompt + (size_t)o.max_tokens;
-	if (total > (size_t)m->cfg.max_pos) {
-		log_error("generate", "prompt (%zu tokens) + --max-tokens (%d) exceeds the context (%d)",
-			  n_prompt, o.max_tokens, m->cfg.max_pos);
+	if (n_prompt + o.max_tokens > max_ctx) {
+		log_error("generate", "prompt (%zd tokens) + --max-tokens (%d) exceeds the context (%d)",
+			  n_prompt, o.max_tokens, max_ctx);
 		goto out;
 	}
 
-	/* A private KV pool just big enough for this one sequence, pages in order. */
-	int n_pages = (int)((total + GEN_PAGE_TOKENS - 1) / GEN_PAGE_TOKENS);
-	pages = malloc((size_t)n_pages * sizeof(*pages));
-	logits = malloc((size_t)m->cfg.vocab_size * sizeof(*logits));
-	if (!pages || !logits)
-		goto oom;
-	for (int i = 0; i < n_pages; i++)
-		pages[i] = i;
-	struct mdl_cpu_opts co = {.n_pages = n_pages,
-				  .page_tokens = GEN_PAGE_TOKENS,
-				  .max_tokens = (int)n_prompt,
-				  .max_seqs = 1,
-				  .n_threads = o.threads};
-	r = mdl_cpu_create(&cpu, m, &co);
+	/* The same engine as `serve`, with room for one request. */
+	int ctx = (int)n_prompt + o.max_tokens;
+	struct engine_opts eo = {.max_queue = 2, .max_ctx = ctx, .threads = o.threads,
+				 .page_tokens = 16, .kv_pages = (ctx + 15) / 16};
+	if (engine_start(&eng, &bm, &eo))
+		goto out;
+	struct ring_req_rec rec = {.id = 1,
+				   .seed = o.smp.seed,
+				   .temperature = o.smp.temperature,
+				   .top_p = o.smp.top_p,
+				   .top_k = o.smp.top_k,
+				   .max_tokens = o.max_tokens,
+				   .flags = o.ignore_eos ? RING_REQ_IGNORE_EOS : 0};
+	r = ring_req_sp_push(eng.rings.req, &rec, ids, (uint32_t)n_prompt);
 	if (r) {
-		log_error("generate", "creating the CPU backend: %s", strerror(-r));
+		log_error("generate", "queueing the request: %s", strerror(-r));
 		goto out;
 	}
 
-	double t0 = now_s(), t_first = 0;
-	struct mdl_cpu_seq seq = {.tokens = ids, .n_tokens = (int)n_prompt, .pos0 = 0,
-				  .pages = pages, .logits = logits, .n_logits = 1};
+	double t0 = now_s(), t_first = 0, t_last = 0;
 	int n_gen = 0;
 	const char *piece;
-	size_t plen_out;
-	for (;;) {
-		r = mdl_cpu_step(cpu, &seq, 1);
-		if (r) {
-			log_error("generate", "forward step failed: %s", strerror(-r));
+	size_t plen;
+	struct ring_tok_rec t;
+	for (bool last = false; !last;) {
+		if (ring_tok_sc_pop_burst(eng.rings.tok, &t, 1) == 0) {
+			struct timespec nap = {0, 20000}; /* the CPU backend runs ms per token */
+			nanosleep(&nap, NULL);
+			continue;
+		}
+		last = t.flags & RING_TOK_LAST;
+		if (t.finish == RING_FINISH_ERROR) {
+			log_error("generate", "the scheduler rejected the prompt: %s", strerror(-t.err));
 			goto out;
 		}
-		int32_t next = mdl_sample(smp, logits, &o.smp, (uint64_t)n_gen, NULL);
-		if (n_gen == 0)
-			t_first = now_s();
-		ids[n_prompt + (size_t)n_gen++] = next;
-		if (!o.ignore_eos && is_eos(&m->cfg, next))
-			break;
-		if (tok_stream_push(ts, next, &piece, &plen_out) == 0 && plen_out)
-			fwrite(piece, 1, plen_out, stdout);
+		if (t.flags & RING_TOK_NOTOK)
+			continue;
+		t_last = now_s();
+		if (n_gen++ == 0)
+			t_first = t_last;
+		if (last && t.finish == RING_FINISH_STOP)
+			break; /* EOS or a stop id ends the text; it is not part of it */
+		if (tok_stream_push(ts, t.token, &piece, &plen) == 0 && plen)
+			fwrite(piece, 1, plen, stdout);
 		fflush(stdout);
-		if (n_gen == o.max_tokens)
-			break;
-		seq.tokens = &ids[n_prompt + (size_t)n_gen - 1];
-		seq.pos0 = (int)n_prompt + n_gen - 1;
-		seq.n_tokens = 1;
 	}
-	if (tok_stream_finish(ts, &piece, &plen_out) == 0 && plen_out)
-		fwrite(piece, 1, plen_out, stdout);
+	if (tok_stream_finish(ts, &piece, &plen) == 0 && plen)
+		fwrite(piece, 1, plen, stdout);
 	fputc('\n', stdout);
 	fflush(stdout);
-	if (o.show_stats) {
-		double t1 = now_s();
+	if (o.show_stats)
 		fprintf(stderr,
-			"prompt %zu tokens, generated %d tokens, seed %llu; first token %.1f ms, "
+			"prompt %zd tokens, generated %d tokens, seed %llu; first token %.1f ms, "
 			"%.1f tokens/s after it\n",
 			n_prompt, n_gen, (unsigned long long)o.smp.seed, (t_first - t0) * 1e3,
-			n_gen > 1 ? (n_gen - 1) / (t1 - t_first) : 0.0);
-	}
+			n_gen > 1 ? (n_gen - 1) / (t_last - t_first) : 0.0);
 	rc = 0;
-	goto out;
-oom:
-	log_error("generate", "out of memory");
 out:
-	mdl_cpu_destroy(cpu);
-	mdl_sampler_destroy(smp);
+	engine_stop(&eng);
 	tok_stream_destroy(ts);
 	tok_enc_destroy(enc);
-	tok_destroy(t);
-	mdl_close(m);
+	boot_model_close(&bm);
 	free(ids);
-	free(pages);
-	free(logits);
 	free(stdin_text);
 	return rc;
 }

@@ -2,9 +2,13 @@
 /*
  * offpathd: an LLM inference daemon in which the host CPU stays off the per-token path.
  *
- * Where to start reading: main() picks a subcommand. `generate` (daemon/generate.c) is the
- * shortest path through the model: tokenizer/ encodes the prompt, model/ loads the weights and
- * runs the reference forward pass, model/sample.h picks tokens, tokenizer/ streams text back.
+ * Where to start reading: main() picks a subcommand.
+ *   `serve` (daemon/serve.c) is the data path: nic/ receives and parses HTTP on the ingest
+ *   thread, daemon/api.c validates, tokenizer/ encodes into the request ring
+ *   (persistent_kernel/ring.h), the persistent scheduler (persistent_kernel/, on the GPU or its
+ *   CPU emulation) batches, steps and samples into the token ring, and serve.c's poll hook
+ *   detokenizes and streams the tokens back through nic/.
+ *   `generate` (daemon/generate.c) is the shortest path through the model, for scripts.
  */
 #include <stdio.h>
 #include <string.h>
@@ -20,6 +24,7 @@ static void usage(FILE *f)
 		"usage: offpathd COMMAND [OPTIONS]\n"
 		"\n"
 		"commands:\n"
+		"  serve --model DIR [--listen H:P]     the OpenAI-compatible HTTP server\n"
 		"  generate --model DIR --prompt TEXT   print a completion (CPU reference forward)\n"
 		"  help                                 this text\n"
 		"\n"
@@ -36,6 +41,15 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	const char *cmd = argv[1];
+	if (!strcmp(cmd, "serve")) {
+#if HAVE_LIBURING
+		return cmd_serve(argc - 1, argv + 1);
+#else
+		fprintf(stderr, "offpathd: this build has no io_uring transport (install liburing-dev "
+				"and rebuild) so it cannot serve\n");
+		return 2;
+#endif
+	}
 	if (!strcmp(cmd, "generate"))
 		return cmd_generate(argc - 1, argv + 1);
 	if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
