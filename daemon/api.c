@@ -530,22 +530,26 @@ static int parse_sampling(json_t *root, const struct api_config *cfg, struct api
 	rc = get_int(root, "max_tokens", &iv, err);
 	if (rc < 0)
 		return rc;
+	bool mt_given = rc;
+	int64_t mt_raw = iv;
 	if (rc)
-		req->max_tokens = iv > INT32_MAX ? INT32_MAX : (int)iv;
+		req->max_tokens = iv > INT32_MAX ? INT32_MAX : iv < -1 ? -2 : (int)iv;
 	const char *mt_name = "max_tokens";
 	if (req->endpoint == API_CHAT) {
 		rc = get_int(root, "max_completion_tokens", &iv, err);
 		if (rc < 0)
 			return rc;
 		if (rc) {
-			req->max_tokens = iv > INT32_MAX ? INT32_MAX : (int)iv;
+			req->max_tokens = iv > INT32_MAX ? INT32_MAX : iv < -1 ? -2 : (int)iv;
 			mt_name = "max_completion_tokens";
+			mt_given = true;
+			mt_raw = iv;
 		}
 	}
-	if (req->max_tokens != -1 && req->max_tokens < 1 &&
+	if (mt_given && req->max_tokens < 1 &&
 	    !(req->max_tokens == 0 && req->endpoint == API_COMPLETIONS && req->echo))
 		return api_error_set(err, 400, mt_name, "invalid_value",
-				     "'%s' must be at least 1, got %d.", mt_name, req->max_tokens);
+				     "'%s' must be at least 1, got %" PRId64 ".", mt_name, mt_raw);
 	if (req->max_tokens > cfg->max_model_len)
 		return api_error_set(err, 400, mt_name, "context_length_exceeded",
 				     "'%s' is %d, more than this model's maximum context length "

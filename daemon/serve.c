@@ -470,6 +470,22 @@ static int srv_on_request(void *ctx, struct ing_conn c, const struct http_req *h
 	return 0;
 }
 
+/* Errors the transport answers itself (malformed HTTP, oversized body, slow client): the same
+ * OpenAI-style JSON as every other error. */
+static size_t srv_error_body(void *ctx, int status, char *out, size_t cap, const char **ctype)
+{
+	struct api_error e;
+	(void)ctx;
+	(void)ctype;
+	api_error_set(&e, status, NULL, NULL, "%s",
+		      status == 413   ? "the request body is too large"
+		      : status == 431 ? "the request headers are too large"
+		      : status == 408 ? "the request took too long to arrive"
+		      : status == 503 ? "the server has too many connections; retry after a moment"
+				      : "malformed HTTP request");
+	return api_error_json(&e, out, cap);
+}
+
 /* The client went away: cancel through the control ring; the LAST record frees the entry. */
 static void srv_on_close(void *ctx, struct ing_conn c, void *data, enum ing_close_reason why)
 {
@@ -853,7 +869,10 @@ static int srv_boot(struct srv *s)
 	ic.listen = s->o.listen;
 	ic.max_body_bytes = 4u << 20; /* a long chat history; 413 above */
 	static const struct ing_ops ops = {
-		.on_request = srv_on_request, .on_poll = srv_on_poll, .on_close = srv_on_close};
+		.on_request = srv_on_request,
+		.on_poll = srv_on_poll,
+		.on_close = srv_on_close,
+		.error_body = srv_error_body};
 	r = ing_create(&ic, &ops, s, &s->ing);
 	if (r) {
 		log_error("serve", "listening on %s: %s%s", s->o.listen, strerror(-r),

@@ -100,6 +100,12 @@ struct ing_ops {
 	 * (ing_close), nor for connections without an active request. May be NULL.
 	 */
 	void (*on_close)(void *ctx, struct ing_conn conn, void *data, enum ing_close_reason why);
+	/*
+	 * The body of a response the server writes itself (400/408/413/431/501/503/505 for
+	 * requests that never reached on_request). Write at most cap bytes into out, set *ctype if
+	 * not JSON, return the length; 0 (or NULL callback) keeps the plain-text default. May be NULL.
+	 */
+	size_t (*error_body)(void *ctx, int status, char *out, size_t cap, const char **ctype);
 };
 
 struct ing_stats {

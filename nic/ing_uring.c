@@ -360,8 +360,23 @@ static void out_put(struct ing_server *srv, struct conn *c, const void *p, uint3
 /* A response the server writes itself (errors, 503 refusals, 408): closes after sending. */
 static void internal_response(struct ing_server *srv, struct conn *c, int status, const char *extra)
 {
-	char body[64];
-	int blen = snprintf(body, sizeof(body), "%d %s\n", status, http_reason(status));
+	char body[512];
+	char hdrs[256];
+	int blen = 0;
+
+	/* The application may word the body (an API's JSON error); else a line of plain text. */
+	if (srv->ops.error_body) {
+		const char *ctype = "application/json";
+		size_t n = srv->ops.error_body(srv->ctx, status, body, sizeof(body), &ctype);
+		if (n > 0 && n < sizeof(body)) {
+			blen = (int)n;
+			snprintf(hdrs, sizeof(hdrs), "%sContent-Type: %s\r\n",
+				 status == 503 ? "Retry-After: 1\r\n" : "", ctype);
+			extra = hdrs;
+		}
+	}
+	if (blen == 0)
+		blen = snprintf(body, sizeof(body), "%d %s\n", status, http_reason(status));
 	int hlen = http_write_head(srv->scratch, srv->out_cap, status, blen, false, false,
 	                           extra ? extra : "Content-Type: text/plain\r\n");
 

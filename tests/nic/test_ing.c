@@ -631,7 +631,7 @@ static void *run_thread(void *arg)
 int main(int argc, char **argv)
 {
 	struct ing_config cfg;
-	struct ing_ops ops = {app_request, app_poll, app_close};
+	struct ing_ops ops = {.on_request = app_request, .on_poll = app_poll, .on_close = app_close};
 	struct ing_stats st;
 	pthread_t th;
 	void *ret;
