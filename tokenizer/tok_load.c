@@ -108,6 +108,8 @@ static int add_added(struct tok *t, const char *text, size_t len, int id, bool s
 	a[t->n_added++] = (struct tok_addtok){s, len, id, special};
 	if (!special)
 		t->any_added_always = true;
+	if (len)
+		t->added_first[(uint8_t)text[0]] |= special ? 2 : 3;
 	return 0;
 }
 
@@ -523,6 +525,7 @@ static int hf_normalizer(struct ld *l, json_t *nm)
 	const char *type = json_string_value(json_object_get(nm, "type"));
 	if (type && !strcmp(type, "NFC")) {
 		l->t->nfc = true;
+		tok_nfc_unsafe(0); /* build the NFC table now (~20 ms once), not in the first encode */
 		return 0;
 	}
 	if (type && !strcmp(type, "Sequence")) {

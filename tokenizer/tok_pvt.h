@@ -22,8 +22,36 @@
 
 #include "tok.h"
 
+#include <string.h>
+
 #define tok_likely(x)	__builtin_expect(!!(x), 1)
 #define tok_unlikely(x) __builtin_expect(!!(x), 0)
+
+/* a[0..n) == b[0..n): pieces are short (median ~4 bytes), where a libc memcmp call costs more
+ * than the compare; up to 16 bytes with two overlapping loads per side, longer ones via memcmp. */
+static inline bool tok_bytes_eq(const void *a, const void *b, size_t n)
+{
+	const uint8_t *x = a, *y = b;
+	if (n >= 8) {
+		if (n > 16)
+			return !memcmp(x, y, n);
+		uint64_t a0, a1, b0, b1;
+		memcpy(&a0, x, 8);
+		memcpy(&b0, y, 8);
+		memcpy(&a1, x + n - 8, 8);
+		memcpy(&b1, y + n - 8, 8);
+		return !((a0 ^ b0) | (a1 ^ b1));
+	}
+	if (n >= 4) {
+		uint32_t a0, a1, b0, b1;
+		memcpy(&a0, x, 4);
+		memcpy(&b0, y, 4);
+		memcpy(&a1, x + n - 4, 4);
+		memcpy(&b1, y + n - 4, 4);
+		return !((a0 ^ b0) | (a1 ^ b1));
+	}
+	return !n || (x[0] == y[0] && x[n / 2] == y[n / 2] && x[n - 1] == y[n - 1]);
+}
 
 /* Pre-tokenizer split patterns we have scanners for. cl100k_base and Llama 3 share one pattern. */
 enum tok_pat {
@@ -78,6 +106,7 @@ struct tok {
 
 	struct tok_addtok *added;
 	int n_added;
+	uint8_t added_first[256]; /* per byte: 1 = starts a non-special added token, 2 = any */
 
 	enum tok_pat pat;
 	bool nfc;	       /* NFC-normalise text sections before splitting (HF normalizer) */
@@ -131,6 +160,15 @@ size_t tok_utf8_scan(const uint8_t *s, size_t len, size_t i, size_t *sub, bool *
 size_t tok_utf8_valid_prefix(const uint8_t *s, size_t len);
 /* WHATWG repair of s into out (cap >= 3 * len); returns bytes written. */
 size_t tok_utf8_repair(const uint8_t *s, size_t len, uint8_t *out);
+
+/* tok_nfc.c */
+/* NFC of s[0..n) (valid UTF-8), exactly as libutf8proc's UTF8PROC_STABLE | UTF8PROC_COMPOSE: *out
+ * is s itself when nothing can change, else e->nfc; libutf8proc runs only on the spans from the
+ * safe code point before each unsafe one to the next safe one. -ENOMEM, -EINVAL. */
+int tok_nfc(struct tok_enc *e, const uint8_t *s, size_t n, const uint8_t **out, size_t *olen);
+/* Code point c may change under NFC or affect its neighbours (ccc != 0, not NFC-stable alone,
+ * composes with what precedes it, or decomposes to such); builds the table on first use. */
+bool tok_nfc_unsafe(uint32_t c);
 
 /* tok_bpe.c */
 uint64_t tok_hash_bytes(const void *p, size_t n);

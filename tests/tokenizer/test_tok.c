@@ -3,7 +3,10 @@
  * tests/tokenizer/test_tok.c: unit tests of tokenizer/: loader error paths on malformed files,
  * decode round trips, special tokens, WHATWG repair, the incremental detokenizer on split
  * multibyte characters, export -> load. Uses a small rank file written here (every byte, a few
- * merges) and, when OFFPATH_NPM is set, the real cl100k_base and Qwen3 vocabularies.
+ * merges) and, when OFFPATH_NPM is set, the real cl100k_base and Qwen3 vocabularies. The span-wise
+ * NFC (tok_nfc) is checked against libutf8proc's full NFC on every single code point and on
+ * random strings heavy in combining marks, Hangul jamo and syllables, composed and decomposed
+ * Latin/Greek, Indic two-part vowels, singletons and composition exclusions.
  * Exit 0 pass, 1 fail.
  */
 #include <errno.h>
@@ -13,7 +16,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <utf8proc.h>
+
 #include "tok.h"
+#include "tok_pvt.h"
 
 static int fails;
 #define CHECK(c)                                                                                  \
@@ -302,6 +308,160 @@ static void test_real(const char *path)
 	tok_destroy(t);
 }
 
+/* ---- span-wise NFC vs libutf8proc's full NFC ---- */
+
+static uint64_t rng = 0x2545f4914f6cdd1dull;
+static uint32_t rnd(uint32_t n)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return (uint32_t)((rng >> 11) % n);
+}
+
+/* [lo, hi] ranges to draw code points from, chosen for how NFC treats them. */
+static const uint32_t nfc_pool[][2] = {
+	{'a', 'z'}, {'A', 'Z'}, {' ', ' '}, {'e', 'e'}, {'o', 'o'}, {'u', 'u'},
+	{0x300, 0x36f},	  /* combining diacritics, ccc 220/230/232/.. incl. 0340/0341/0343/0344 */
+	{0x323, 0x323}, {0x327, 0x328}, {0x345, 0x345}, {0x301, 0x301}, {0x308, 0x308},
+	{0xa8, 0xa8},	  {0xc0, 0x17f},   /* precomposed Latin-1 / Latin Extended-A */
+	{0x374, 0x37e},	  {0x385, 0x3ce},  /* Greek incl. singletons 0374 037E 0387 */
+	{0x400, 0x45f},	  {0x591, 0x5c7},  /* Cyrillic, Hebrew points */
+	{0x64b, 0x655},	  {0x622, 0x64a},  /* Arabic harakat (ccc 27..35), hamza compositions */
+	{0x915, 0x939},	  {0x93c, 0x94d},  {0x958, 0x95f}, /* Devanagari nukta, exclusions */
+	{0x9bc, 0x9d7},	  {0xb3e, 0xb57},  {0xb92, 0xbd7}, {0xcbf, 0xcd6}, {0xd3e, 0xd57},
+	{0xdca, 0xddf},	  {0xf71, 0xf84},  {0x1025, 0x102e}, {0x1b05, 0x1b43},
+	{0x1100, 0x1112}, {0x1161, 0x1176}, {0x11a8, 0x11c3}, /* Hangul L, V, T (+ edges) */
+	{0xac00, 0xd7a3}, {0xac00, 0xac1c}, /* Hangul syllables, LV and LVT */
+	{0x1e00, 0x1eff}, {0x1f00, 0x1fff}, /* Latin/Greek extended, many singletons */
+	{0x2018, 0x201d}, {0x2126, 0x212b}, {0x2adc, 0x2adc},
+	{0x3046, 0x3094}, {0x3099, 0x309a}, {0x30a6, 0x30f4}, /* kana + dakuten */
+	{0x4e00, 0x4e20}, {0xf900, 0xfaff}, {0xfb1d, 0xfb4e}, /* CJK compat singletons */
+	{0x1d15e, 0x1d172}, {0x1d1bb, 0x1d1c0}, {0x1f600, 0x1f64f},
+	{0x2f800, 0x2fa1d}, {0x1e94a, 0x1e94a}, {0x0, 0x10ffff},
+};
+#define NFC_POOLS (sizeof(nfc_pool) / sizeof(nfc_pool[0]))
+
+/* U+11A7 is left out: libutf8proc 2.6 composes an LV syllable with it (TIndex 0), which Unicode
+ * 3.12 forbids; tok_nfc never passes it to libutf8proc after an LV (it is a safe starter), so it
+ * is right where the library is not. test_nfc_node() checks that case against node (ICU). */
+static int nfc_check(struct tok_enc *e, const uint8_t *s, size_t n)
+{
+	const uint8_t *got;
+	size_t gl;
+	int rc = tok_nfc(e, s, n, &got, &gl);
+	uint8_t *want = NULL;
+	utf8proc_ssize_t wl =
+		utf8proc_map(s, (utf8proc_ssize_t)n, &want, UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+	int bad = rc || wl < 0 || (size_t)wl != gl || memcmp(got, want, gl);
+	if (bad) {
+		fprintf(stderr, "tok_nfc differs (rc %d, %zu vs %zd bytes) on:", rc, gl, wl);
+		for (size_t i = 0; i < n; i++)
+			fprintf(stderr, " %02x", s[i]);
+		fprintf(stderr, "\n");
+	}
+	free(want);
+	return bad;
+}
+
+static void test_nfc(void)
+{
+	struct tok_enc e;
+	memset(&e, 0, sizeof(e));
+	uint8_t buf[4 * 4096 + 8];
+	int bad = 0;
+	/* the table: below U+0300 nothing is unsafe (the byte scan relies on it) */
+	for (uint32_t c = 0; c < 0x300; c++)
+		bad += tok_nfc_unsafe(c);
+	CHECK(bad == 0);
+	/* every code point alone, and after 'a' and before U+0301 */
+	for (uint32_t c = 0; c < 0x110000 && bad < 5; c++) {
+		if (c >= 0xd800 && c <= 0xdfff)
+			continue;
+		size_t n = 0;
+		buf[n++] = 'a';
+		size_t l = (size_t)utf8proc_encode_char((utf8proc_int32_t)c, buf + n);
+		n += l;
+		memcpy(buf + n, "\xcc\x81", 2);
+		bad += nfc_check(&e, buf + 1, l);
+		bad += nfc_check(&e, buf, n + 2);
+	}
+	CHECK(bad == 0);
+	/* random strings: short ones heavy in marks, long ones mostly ASCII with rare marks */
+	for (int it = 0; it < 200000 && bad < 5; it++) {
+		bool lng = it % 50 == 0;
+		uint32_t ncp = lng ? 1 + rnd(4000) : 1 + rnd(24);
+		size_t n = 0;
+		for (uint32_t k = 0; k < ncp; k++) {
+			uint32_t c;
+			if (lng && rnd(64)) {
+				c = 'a' + rnd(26);
+			} else {
+				const uint32_t *r = nfc_pool[rnd(NFC_POOLS)];
+				do
+					c = r[0] + rnd(r[1] - r[0] + 1);
+				while ((c >= 0xd800 && c <= 0xdfff) || c == 0x11a7);
+			}
+			n += (size_t)utf8proc_encode_char((utf8proc_int32_t)c, buf + n);
+		}
+		bad += nfc_check(&e, buf, n);
+	}
+	CHECK(bad == 0);
+	free(e.nfc);
+	free(e.u32);
+}
+
+/* Hangul with U+11A7 against node's String.prototype.normalize (ICU), the reference the Qwen3 JS
+ * encoder uses; skipped without node. */
+static void test_nfc_node(void)
+{
+	static const char *const cases[] = {
+		"\xea\xb0\x80\xe1\x86\xa7",		    /* U+AC00 U+11A7 */
+		"\xe1\x84\x80\xe1\x85\xa1\xe1\x86\xa7",	    /* U+1100 U+1161 U+11A7 */
+		"\xe1\x84\x80\xe1\x85\xa1\xe1\x86\xa8",	    /* U+1100 U+1161 U+11A8 */
+		"\xea\xb0\x80\xe1\x86\xa8\xe1\x86\xa7",	    /* U+AC00 U+11A8 U+11A7 */
+		"\xea\xb0\x80\xcc\x81\xe1\x86\xa7\xcc\x81", /* U+AC00 U+0301 U+11A7 U+0301 */
+	};
+	const size_t nc = sizeof(cases) / sizeof(cases[0]);
+	if (system("node -e 0 >/dev/null 2>&1") != 0) {
+		printf("test_nfc_node: node not found, skipped\n");
+		return;
+	}
+	char cmd[2048] = "node -e 'for (const h of process.argv.slice(1)) console.log(Buffer.from("
+			 "Buffer.from(h, \"hex\").toString().normalize(\"NFC\")).toString(\"hex\"))'";
+	for (size_t i = 0; i < nc; i++) {
+		size_t o = strlen(cmd);
+		cmd[o++] = ' ';
+		for (const uint8_t *p = (const uint8_t *)cases[i]; *p; p++, o += 2)
+			snprintf(cmd + o, 3, "%02x", *p);
+	}
+	FILE *f = popen(cmd, "r");
+	CHECK(f != NULL);
+	if (!f)
+		return;
+	struct tok_enc e;
+	memset(&e, 0, sizeof(e));
+	char line[256];
+	size_t i = 0;
+	for (; i < nc && fgets(line, sizeof(line), f); i++) {
+		const uint8_t *got;
+		size_t gl;
+		CHECK(tok_nfc(&e, (const uint8_t *)cases[i], strlen(cases[i]), &got, &gl) == 0);
+		char hex[128] = "";
+		for (size_t k = 0; k < gl && 2 * k + 2 < sizeof(hex); k++)
+			snprintf(hex + 2 * k, 3, "%02x", got[k]);
+		line[strcspn(line, "\n")] = 0;
+		if (strcmp(hex, line)) {
+			fprintf(stderr, "tok_nfc case %zu: %s, node: %s\n", i, hex, line);
+			fails++;
+		}
+	}
+	CHECK(i == nc);
+	CHECK(pclose(f) == 0);
+	free(e.nfc);
+	free(e.u32);
+}
+
 int main(void)
 {
 	snprintf(dir, sizeof(dir), "/tmp/test_tok.XXXXXX");
@@ -311,6 +471,8 @@ int main(void)
 	}
 	test_errors();
 	test_tiny();
+	test_nfc();
+	test_nfc_node();
 	const char *npm = getenv("OFFPATH_NPM");
 	if (npm && *npm) {
 		char p[1024];
