@@ -23,7 +23,7 @@ struct emu {
 	struct sched *s;       /* a few MiB, see sched.h */
 	struct sched_plan plan;
 	struct mdl_cpu_seq seqs[SCHED_MAX_REQS];
-	float *logits;         /* (max_seqs, vocab) fp32 */
+	float *logits;         /* (max_seqs + prompt_lp_rows, vocab) fp32: a step's rows, seq by seq */
 	uint64_t lost[EMU_LOST_CANCELS];
 	int n_lost, lost_next;
 	int draining, shutting, exited_loop;
@@ -54,35 +54,41 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* The n best (id, log p) of log_softmax(logits), best first, ties to the lower id. O(V n), n <= 8. */
-static int top_logprobs(const float *x, int V, int n, int32_t *ids, float *lps)
+/* log_softmax of one logits row, for what a record carries: returns the log-sum-exp; the n best
+ * (id, log p) go to ids/lps, best first, ties to the lower id. One pass keeps a sorted array of
+ * the n best so far (insertion: O(n) only when a logit beats the n-th, n <= RING_MAX_TOP = 20,
+ * so about V compares); a second pass sums exp. Rejected: a heap (n is tiny, and the output
+ * must be sorted anyway). *n_out gets min(n, V). */
+static double row_logprobs(const float *x, int V, int n, int32_t *ids, float *lps, int *n_out)
 {
-	double mx = -INFINITY, sum = 0.0, lse;
-	int i, k;
+	float mx = -INFINITY;
+	double sum = 0.0, lse;
+	int i, j, m = 0;
 
-	for (i = 0; i < V; i++)
-		if (x[i] > mx)
-			mx = x[i];
+	if (n > V)
+		n = V;
+	for (i = 0; i < V; i++) {
+		float v = x[i];
+
+		if (v > mx)
+			mx = v;
+		if (n == 0 || (m == n && !(v > lps[n - 1])))
+			continue; /* not better than the n-th: equal values keep the lower id */
+		j = m < n ? m++ : n - 1;
+		for (; j > 0 && v > lps[j - 1]; j--) {
+			lps[j] = lps[j - 1];
+			ids[j] = ids[j - 1];
+		}
+		lps[j] = v;
+		ids[j] = i;
+	}
 	for (i = 0; i < V; i++)
 		sum += exp((double)x[i] - mx);
 	lse = mx + log(sum);
-	if (n > V)
-		n = V;
-	for (k = 0; k < n; k++) {
-		int best = -1;
-
-		for (i = 0; i < V; i++) {
-			int j, taken = 0;
-
-			for (j = 0; j < k; j++)
-				taken |= ids[j] == i;
-			if (!taken && (best < 0 || x[i] > x[best]))
-				best = i;
-		}
-		ids[k] = best;
-		lps[k] = (float)((double)x[best] - lse);
-	}
-	return n;
+	for (j = 0; j < m; j++)
+		lps[j] = (float)((double)lps[j] - lse);
+	*n_out = m;
+	return lse;
 }
 
 static int lost_take(struct emu *e, uint64_t id)
@@ -160,6 +166,26 @@ static int flush_notices(struct emu *e, int credit)
 	return credit;
 }
 
+/* The RING_TOK_PROMPT records of seq q (plan index i), before sched_advance(). */
+static void push_prompt_lp(struct emu *e, const struct sched_seq *q, int i)
+{
+	const struct sched_req *r = &e->s->reqs[q->slot];
+	int k;
+
+	for (k = 0; k < q->n_prompt_lp; k++) {
+		struct ring_tok_rec o;
+		int row = sched_prompt_lp_rec(e->s, q, k, &o);
+		const float *lg = e->seqs[i].logits + (size_t)row * e->vocab;
+		int n_top;
+		double lse = row_logprobs(lg, e->vocab, r->n_top, o.top_ids, o.top_lps, &n_top);
+
+		o.logprob = (float)((double)lg[o.token] - lse);
+		o.n_top = (uint8_t)n_top;
+		o.t_ns = now_ns();
+		ring_tok_sp_push(e->b.rings.tok, &o); /* n_emits + n_prompt_lp <= credit */
+	}
+}
+
 static int run_step(struct emu *e)
 {
 	struct sched_plan *pl = &e->plan;
@@ -173,8 +199,9 @@ static int run_step(struct emu *e)
 		m->n_tokens = q->n_tokens;
 		m->pos0 = q->pos0;
 		m->pages = q->pages;
-		m->logits = q->emits ? e->logits + (size_t)k++ * e->vocab : NULL;
-		m->n_logits = q->emits ? 1 : 0;
+		m->logits = q->n_logits ? e->logits + (size_t)k * e->vocab : NULL;
+		m->n_logits = q->n_logits;
+		k += q->n_logits; /* <= max_seqs + prompt_lp_rows: the buffer's rows */
 	}
 	rc = e->c.step(e->c.ctx, e->seqs, pl->n_seqs);
 	st_add(e, ST_STEPS, 1);
@@ -189,14 +216,17 @@ static int run_step(struct emu *e)
 		const struct sched_req *r = &e->s->reqs[q->slot];
 		struct ring_tok_rec o;
 		struct mdl_sampling sp;
-		const float *lg = e->seqs[i].logits;
+		const float *lg = e->seqs[i].logits; /* the last row samples */
 		float lp = 0.0f;
 		int32_t tok = 0;
 		int n_top = 0;
 		int32_t ids[RING_MAX_TOP];
 		float lps[RING_MAX_TOP];
 
+		if (q->n_prompt_lp > 0)
+			push_prompt_lp(e, q, i);
 		if (q->emits) {
+			lg += (size_t)(q->n_logits - 1) * e->vocab;
 			sp.temperature = r->temperature;
 			sp.top_k = r->top_k;
 			sp.top_p = r->top_p;
@@ -207,7 +237,7 @@ static int run_step(struct emu *e)
 				continue;
 			}
 			if (r->n_top > 0)
-				n_top = top_logprobs(lg, e->vocab, r->n_top, ids, lps);
+				row_logprobs(lg, e->vocab, r->n_top, ids, lps, &n_top);
 		}
 		if (!sched_advance(e->s, q, tok, &o)) /* r may be freed from here on */
 			continue;
@@ -387,15 +417,19 @@ int pk_emu_create(struct pk_backend **out, const struct pk_emu_opts *o,
 	if (!e)
 		return -ENOMEM;
 	e->s = malloc(sizeof(*e->s));
-	e->logits = malloc((size_t)(cfg.max_seqs > 0 ? cfg.max_seqs : 1) * (size_t)cfg.vocab_size *
-			   sizeof(float));
-	if (!e->s || !e->logits) {
+	if (!e->s) {
 		rc = -ENOMEM;
 		goto out;
 	}
-	rc = sched_init(e->s, &cfg);
+	rc = sched_init(e->s, &cfg); /* checks max_seqs, fills prompt_lp_rows' default */
 	if (rc)
 		goto out;
+	e->logits = malloc((size_t)(e->s->cfg.max_seqs + e->s->cfg.prompt_lp_rows) *
+			   (size_t)cfg.vocab_size * sizeof(float));
+	if (!e->logits) {
+		rc = -ENOMEM;
+		goto out;
+	}
 	e->b.ops = &emu_ops;
 	e->b.rings = o->rings;
 	e->c = *c;

@@ -2,16 +2,18 @@
 /*
  * persistent_kernel/emu.h: the CPU emulation of the persistent kernel, a struct pk_backend (pk.h)
  * whose loop runs on one host thread: poll the control and request rings -> sched_schedule() ->
- * one forward step over the plan (model/cpu.h's struct mdl_cpu_seq) -> sample each emitting
- * request (model/sample.h, counter = tokens generated so far, so recompute after preemption draws
- * the same numbers) -> token ring records with CLOCK_MONOTONIC timestamps -> retire.
+ * one forward step over the plan (model/cpu.h's struct mdl_cpu_seq) -> prompt-logprob records
+ * (RING_TOK_PROMPT) of the chunks that owe them -> sample each emitting request (model/sample.h,
+ * counter = tokens generated so far, so recompute after preemption draws the same numbers) ->
+ * token ring records with CLOCK_MONOTONIC timestamps -> retire.
  *
  * The compute is a pair of callbacks, so tests can drive the loop with a fake step; emu_cpu.c
  * wires the real one (mdl_cpu_step + mdl_sample): pk_emu_cpu_create().
  *
  * Ownership: pk_emu_create() allocates the backend, the scheduler state and a logits buffer of
- *   max_seqs x vocab_size floats; pk_backend_destroy() stops the thread, calls compute.fini and
- *   frees. The loop allocates nothing.
+ *   (max_seqs + prompt_lp_rows) x vocab_size floats (sched_config.prompt_lp_rows, default
+ *   SCHED_PROMPT_LP_ROWS); pk_backend_destroy() stops the thread, calls compute.fini and frees.
+ *   The loop allocates nothing.
  * Threading: start/stop/stats/destroy from one control thread. pk_emu_iterate() runs one loop
  *   iteration on the caller's thread and is only for a backend that was never started (tests).
  *   The compute callbacks run on the loop thread only.
@@ -29,8 +31,9 @@
 struct pk_emu_compute {
 	void *ctx;
 	int vocab_size;
-	/* One forward step: for every seq with n_logits = 1, write vocab_size logits for its last
-	 * token. 0, or a negative errno (every request in the step then gets an ERROR notice). */
+	/* One forward step: for every seq with n_logits > 0, write n_logits rows of vocab_size logits
+	 * for its last n_logits tokens (more than one only for prompt logprobs). 0, or a negative
+	 * errno (every request in the step then gets an ERROR notice). */
 	int (*step)(void *ctx, const struct mdl_cpu_seq *seqs, int n_seqs);
 	/* Pick a token, as mdl_sample() does. */
 	int32_t (*sample)(void *ctx, const float *logits, const struct mdl_sampling *p,

@@ -17,7 +17,8 @@ PK_HD int sched_init(struct sched *s, const struct sched_config *cfg)
 	if (cfg->max_seqs < 1 || cfg->max_seqs > SCHED_MAX_REQS || cfg->max_running < 0 ||
 	    cfg->max_running > SCHED_MAX_REQS || cfg->step_tokens < 1 || cfg->vocab_size < 1 ||
 	    cfg->n_eos < 0 || cfg->n_eos > SCHED_MAX_EOS || cfg->page_tokens < 1 ||
-	    cfg->max_ctx < 2 || cfg->max_ctx > SCHED_MAX_CTX ||
+	    cfg->max_ctx < 2 || cfg->max_ctx > SCHED_MAX_CTX || cfg->prompt_lp_rows < 0 ||
+	    cfg->prompt_lp_rows > SCHED_MAX_CTX ||
 	    (int64_t)cfg->max_ctx > (int64_t)cfg->n_pages * cfg->page_tokens ||
 	    (int64_t)cfg->max_ctx > (int64_t)KV_MAX_SEQ_PAGES * cfg->page_tokens)
 		return -EINVAL;
@@ -27,6 +28,8 @@ PK_HD int sched_init(struct sched *s, const struct sched_config *cfg)
 	s->cfg = *cfg;
 	if (s->cfg.max_running == 0)
 		s->cfg.max_running = SCHED_MAX_REQS;
+	if (s->cfg.prompt_lp_rows == 0)
+		s->cfg.prompt_lp_rows = SCHED_PROMPT_LP_ROWS;
 	s->step = 0;
 	s->n_running = 0;
 	s->n_waiting = 0;
@@ -114,6 +117,7 @@ PK_HD int sched_submit(struct sched *s, const struct ring_req_rec *in, const int
 	r->n_tokens = 0;
 	r->n_gen = 0;
 	r->n_computed = 0;
+	r->n_prompt_lp = 0;
 	r->max_tokens = in->max_tokens;
 	r->n_stop = in->n_stop;
 	r->n_top = in->n_top;
@@ -125,11 +129,13 @@ PK_HD int sched_submit(struct sched *s, const struct ring_req_rec *in, const int
 	r->n_preempt = 0;
 	r->flags = in->flags;
 	r->pages.n = 0;
-	if (in->prompt_len < 1 || in->max_tokens < 1 || in->n_stop > RING_MAX_STOP ||
-	    in->n_top > RING_MAX_TOP)
+	if (in->prompt_len < 1 || in->max_tokens < 0 ||
+	    (in->max_tokens == 0 && !(in->flags & RING_REQ_PROMPT_LOGPROBS)) ||
+	    in->n_stop > RING_MAX_STOP || in->n_top > RING_MAX_TOP)
 		err = -EINVAL;
-	else if (in->prompt_len >= (uint32_t)s->cfg.max_ctx) /* room for one generated token */
-		err = -E2BIG;
+	else if (in->prompt_len > (uint32_t)s->cfg.max_ctx ||
+		 (in->max_tokens > 0 && in->prompt_len == (uint32_t)s->cfg.max_ctx))
+		err = -E2BIG; /* room for one generated token, unless only scoring */
 	for (i = 0; !err && i < (int32_t)in->prompt_len; i++) {
 		if (prompt[i] < 0 || prompt[i] >= s->cfg.vocab_size)
 			err = -EINVAL;
@@ -143,6 +149,10 @@ PK_HD int sched_submit(struct sched *s, const struct ring_req_rec *in, const int
 	for (i = 0; i < r->n_stop; i++)
 		r->stop_ids[i] = in->stop_ids[i];
 	r->n_tokens = r->n_prompt;
+	if (r->max_tokens == 0 && r->n_prompt == 1) { /* scoring, and no position to score */
+		set_done(s, r, RING_FINISH_LENGTH, 0);
+		return slot;
+	}
 	r->state = SCHED_WAITING;
 	wait_push_tail(s, slot);
 	return slot;
@@ -256,6 +266,39 @@ PK_HD int sched_next_notice(struct sched *s, struct ring_tok_rec *o)
 
 /* ---- building the plan ----------------------------------------------------------------------- */
 
+/* One past the last position the request computes: its whole history; a scoring request
+ * (max_tokens 0) stops before the last prompt position, whose logits nobody needs. */
+static PK_HD int32_t seq_end(const struct sched_req *r)
+{
+	return r->max_tokens == 0 ? r->n_prompt - 1 : r->n_tokens;
+}
+
+/* First prompt position whose RING_TOK_PROMPT record is still owed; n_prompt when none is. */
+static PK_HD int32_t lp_next(const struct sched_req *r)
+{
+	return (r->flags & RING_REQ_PROMPT_LOGPROBS) ? 1 + r->n_prompt_lp : r->n_prompt;
+}
+
+/* Prompt records a chunk [pos0, pos0 + c) produces, the first being for position a (>= pos0 + 1):
+ * positions a .. min(pos0 + c, n_prompt - 1), each from the logits at the position before. */
+static PK_HD int32_t lp_count(const struct sched_req *r, int32_t pos0, int32_t c, int32_t a)
+{
+	int32_t last = SCHED_MIN(pos0 + c, r->n_prompt - 1);
+
+	return last >= a ? last - a + 1 : 0;
+}
+
+static PK_HD void retire(struct sched *s, int32_t slot)
+{
+	struct sched_req *r = &s->reqs[slot];
+	int i = running_index(s, slot);
+
+	if (i >= 0)
+		running_remove(s, i);
+	kv_table_release(&s->kv, &r->pages);
+	r->state = SCHED_FREE;
+}
+
 /* Preempt by recompute: drop every page, forget the cache, go back to the head of the waiting
  * queue. tokens[] keeps prompt + generated, so the recompute prefill covers both and the next
  * sampled token uses counter n_gen as it would have. */
@@ -290,22 +333,34 @@ static PK_HD int find_victim(const struct sched *s, int32_t slot)
 	return -1;
 }
 
-/* Schedule the next chunk of running request `slot` into the plan, within the budgets. Returns
- * 1 when a seq was added. */
+/* Schedule the next chunk of running request `slot` into the plan, within the budgets (tokens,
+ * token-ring credit, prompt-logprob rows). Returns 1 when a seq was added.
+ *
+ * Records of a chunk of c tokens from pos0: prompt records lp_count(c) (positions a ..) plus one
+ * generated token when it is the final chunk of a generating request. While prompt records are
+ * owed nothing has been generated yet, so for c >= a - pos0 - 1 the total is pos0 + c - a + 1
+ * (one record per token fed, the final chunk's last token giving the generated one): cutting c
+ * by k cuts k records. */
 static PK_HD int schedule_one(struct sched *s, int32_t slot, struct sched_plan *pl, int *budget,
-			      int *credit)
+			      int *credit, int *lp_rows)
 {
 	struct sched_req *r = &s->reqs[slot];
-	int remaining = r->n_tokens - r->n_computed;
+	int remaining = seq_end(r) - r->n_computed;
 	int pt = s->cfg.page_tokens;
-	int chunk, cap;
+	int32_t pos0 = r->n_computed;
+	int32_t a = pos0 + 1 > lp_next(r) ? pos0 + 1 : lp_next(r); /* first owed record */
+	int chunk, cap, n_lp, emits;
 	struct sched_seq *q;
 
 	if (remaining < 1 || *budget < 1 || pl->n_seqs >= s->cfg.max_seqs)
 		return 0;
 	chunk = SCHED_MIN(*budget, remaining);
-	if (chunk == remaining && *credit < 1)
-		chunk = remaining - 1; /* no room on the token ring: compute all but the last */
+	if (a < r->n_prompt && lp_count(r, pos0, chunk, a) > *lp_rows)
+		chunk = *lp_rows + a - 1 - pos0; /* exactly lp_rows prompt records: smaller */
+	n_lp = lp_count(r, pos0, chunk, a);
+	emits = r->max_tokens > 0 && chunk == remaining;
+	if (n_lp + emits > *credit) /* no room on the token ring for all: compute fewer */
+		chunk = SCHED_MIN(chunk, n_lp > 0 ? *credit + a - 1 - pos0 : remaining - 1);
 	if (chunk < 1)
 		return 0;
 	/* Positions the held pages plus the free pool can cover; out of pages: preempt younger ones. */
@@ -325,28 +380,37 @@ static PK_HD int schedule_one(struct sched *s, int32_t slot, struct sched_plan *
 	q = &pl->seqs[pl->n_seqs++];
 	q->slot = slot;
 	q->n_tokens = chunk;
-	q->pos0 = r->n_computed;
-	q->emits = chunk == remaining;
+	q->pos0 = pos0;
+	q->emits = r->max_tokens > 0 && chunk == remaining;
+	q->n_prompt_lp = lp_count(r, pos0, chunk, a);
+	q->prompt_lp_pos0 = a;
+	q->n_logits = q->n_prompt_lp + q->emits; /* rows from position a - 1 (or the last one) */
 	q->tokens = &r->tokens[r->n_computed];
 	q->pages = r->pages.pages;
 	q->n_pages = r->pages.n;
 	r->plan_step = s->step;
 	pl->n_tokens += chunk;
 	pl->n_emits += q->emits;
+	pl->n_prompt_lp += q->n_prompt_lp;
+	pl->n_logits += q->n_logits;
 	*budget -= chunk;
-	*credit -= q->emits;
+	*credit -= q->n_prompt_lp + q->emits;
+	*lp_rows -= q->n_prompt_lp;
 	return 1;
 }
 
 PK_HD int sched_schedule(struct sched *s, int credit, struct sched_plan *pl)
 {
 	int budget = s->cfg.step_tokens;
+	int lp_rows = s->cfg.prompt_lp_rows;
 	int i;
 
 	s->step++;
 	pl->n_seqs = 0;
 	pl->n_tokens = 0;
 	pl->n_emits = 0;
+	pl->n_prompt_lp = 0;
+	pl->n_logits = 0;
 	pl->n_preempted = 0;
 	pl->n_admitted = 0;
 	if (credit < 0)
@@ -357,15 +421,15 @@ PK_HD int sched_schedule(struct sched *s, int credit, struct sched_plan *pl)
 	for (i = 0; i < s->n_running; i++) {
 		struct sched_req *r = &s->reqs[s->running[i]];
 
-		if (r->n_tokens - r->n_computed == 1)
-			schedule_one(s, s->running[i], pl, &budget, &credit);
+		if (seq_end(r) - r->n_computed == 1)
+			schedule_one(s, s->running[i], pl, &budget, &credit, &lp_rows);
 	}
 	/* 2. prefill chunks of running requests, oldest first. */
 	for (i = 0; i < s->n_running; i++) {
 		struct sched_req *r = &s->reqs[s->running[i]];
 
-		if (r->plan_step != s->step && r->n_tokens - r->n_computed > 1)
-			schedule_one(s, s->running[i], pl, &budget, &credit);
+		if (r->plan_step != s->step && seq_end(r) - r->n_computed > 1)
+			schedule_one(s, s->running[i], pl, &budget, &credit, &lp_rows);
 	}
 	/* 3. admit FCFS from the waiting head: never past a request that does not fit, and not in a
 	 * step that preempted (the victim would bounce straight back). A request is admitted when the
@@ -382,7 +446,7 @@ PK_HD int sched_schedule(struct sched *s, int credit, struct sched_plan *pl)
 		r->state = SCHED_RUNNING;
 		s->running[s->n_running++] = slot;
 		pl->n_admitted++;
-		schedule_one(s, slot, pl, &budget, &credit);
+		schedule_one(s, slot, pl, &budget, &credit, &lp_rows);
 	}
 	return pl->n_seqs;
 }
@@ -402,14 +466,37 @@ static PK_HD int is_stop(const struct sched *s, const struct sched_req *r, int32
 	return 0;
 }
 
+PK_HD int sched_prompt_lp_rec(const struct sched *s, const struct sched_seq *q, int32_t k,
+			      struct ring_tok_rec *o)
+{
+	const struct sched_req *r = &s->reqs[q->slot];
+	int32_t pos = q->prompt_lp_pos0 + k;
+
+	rec_clear(o);
+	o->id = r->id;
+	o->token = r->tokens[pos];
+	o->pos = pos;
+	o->flags = RING_TOK_PROMPT;
+	if (r->max_tokens == 0 && pos == r->n_prompt - 1) { /* scoring only: this ends it */
+		o->flags |= RING_TOK_LAST;
+		o->finish = RING_FINISH_LENGTH;
+	}
+	return k; /* rows start at position prompt_lp_pos0 - 1 */
+}
+
 PK_HD int sched_advance(struct sched *s, const struct sched_seq *q, int32_t token,
 			struct ring_tok_rec *o)
 {
 	struct sched_req *r = &s->reqs[q->slot];
 	uint8_t finish = RING_FINISH_NONE;
-	int i;
 
 	r->n_computed += q->n_tokens;
+	r->n_prompt_lp += q->n_prompt_lp;
+	if (r->max_tokens == 0) { /* scoring: done once every prompt record is out */
+		if (r->n_computed >= seq_end(r))
+			retire(s, q->slot);
+		return 0;
+	}
 	if (!q->emits)
 		return 0;
 	r->tokens[r->n_tokens++] = token;
@@ -428,11 +515,7 @@ PK_HD int sched_advance(struct sched *s, const struct sched_seq *q, int32_t toke
 	if (finish != RING_FINISH_NONE) {
 		o->flags |= RING_TOK_LAST;
 		o->finish = finish;
-		i = running_index(s, q->slot);
-		if (i >= 0)
-			running_remove(s, i);
-		kv_table_release(&s->kv, &r->pages);
-		r->state = SCHED_FREE;
+		retire(s, q->slot);
 	}
 	return 1;
 }

@@ -6,7 +6,8 @@
  *
  * Three single-producer single-consumer rings, one layout family:
  *   request ring  host -> scheduler  struct ring_req_rec + prompt tokens in a FIFO token arena
- *   token ring    scheduler -> host  struct ring_tok_rec (one generated token, or a final notice)
+ *   token ring    scheduler -> host  struct ring_tok_rec (one generated token, one prompt
+ *                                    position's logprob, or a final notice)
  *   control ring  host -> scheduler  struct ring_ctl_rec (cancel id, drain, shutdown)
  *
  * Memory of one ring, from a RING_LINE-aligned base:
@@ -36,11 +37,11 @@
 #include "pk_atomic.h"
 
 #define RING_MAGIC     0x676e6952u /* "Ring" little-endian */
-#define RING_VERSION   1u
+#define RING_VERSION   2u /* 2: RING_MAX_TOP 20, 256-byte token slots, prompt logprobs */
 #define RING_LINE      128 /* spacing of independently written fields: 2 x86 lines (adjacent-line
 			    * prefetch) and one GPU L2 line */
 #define RING_MAX_STOP  8   /* stop token ids per request */
-#define RING_MAX_TOP   8   /* top-N logprobs per token (OpenAI allows up to 20; we carry 8) */
+#define RING_MAX_TOP   20  /* top-N logprobs per token (OpenAI's top_logprobs maximum) */
 #define RING_MAX_SLOTS (1u << 20)
 #define RING_MAX_ARENA (1u << 28) /* tokens */
 
@@ -63,6 +64,11 @@ enum ring_finish {
 #define RING_TOK_FIRST 0x1u /* first generated token of the request */
 #define RING_TOK_LAST  0x2u /* no more records for this request id */
 #define RING_TOK_NOTOK 0x4u /* token/logprob/top fields are not valid (cancel, error notices) */
+#define RING_TOK_PROMPT 0x8u /* a prompt position's logprob (RING_REQ_PROMPT_LOGPROBS), not a
+			      * generated token: token = prompt[pos], logprob and top-N from the
+			      * logits at pos - 1. For pos = 1 .. prompt_len-1 in order, all before
+			      * the first generated token; never FIRST. LAST (finish LENGTH) on the
+			      * last one when max_tokens is 0. */
 
 enum ring_ctl_op {
 	RING_CTL_CANCEL = 1,   /* id: request to cancel; pages freed at once, a CANCELLED notice follows */
@@ -102,7 +108,8 @@ struct ring_req_rec {
 	float temperature;   /* <= 0: greedy */
 	float top_p;         /* >= 1 or <= 0: off */
 	int32_t top_k;       /* <= 0: off */
-	int32_t max_tokens;  /* >= 1: most tokens to generate */
+	int32_t max_tokens;  /* >= 1: most tokens to generate; 0 only with RING_REQ_PROMPT_LOGPROBS
+			      * (score the prompt, generate nothing) */
 	uint16_t n_stop;     /* 0..RING_MAX_STOP valid entries in stop_ids */
 	uint16_t n_top;      /* 0..RING_MAX_TOP: top-N logprobs wanted on each token */
 	int32_t stop_ids[RING_MAX_STOP];
@@ -111,7 +118,10 @@ struct ring_req_rec {
 };
 
 /* ring_req_rec.flags */
-#define RING_REQ_IGNORE_EOS 0x1u /* the model's EOS ids do not stop it (stop_ids still do) */
+#define RING_REQ_IGNORE_EOS     0x1u /* the model's EOS ids do not stop it (stop_ids still do) */
+#define RING_REQ_PROMPT_LOGPROBS 0x2u /* emit a RING_TOK_PROMPT record (logprob + n_top
+				       * alternatives) for every prompt position 1 .. prompt_len-1
+				       * before the first generated token (OpenAI echo + logprobs) */
 
 struct ring_req_slot {
 	uint64_t seq; /* see the slot protocol above; R1/A1 and R2/A2 in docs/ring-abi.md */
@@ -124,9 +134,10 @@ struct ring_tok_rec {
 	uint64_t id;   /* the request's id */
 	uint64_t t_ns; /* producer clock when the token was sampled: %globaltimer on the GPU,
 			* CLOCK_MONOTONIC in the CPU emulation */
-	int32_t token; /* generated token id; -1 with RING_TOK_NOTOK */
+	int32_t token; /* generated token id (a prompt id with RING_TOK_PROMPT); -1 with NOTOK */
 	float logprob; /* log p(token) under the unmodified distribution */
-	int32_t pos;   /* position of this token in the sequence (prompt_len + index generated) */
+	int32_t pos;   /* position of this token in the sequence (prompt_len + index generated;
+			* the prompt position with RING_TOK_PROMPT) */
 	uint16_t flags;    /* RING_TOK_* */
 	uint8_t finish;    /* enum ring_finish; != NONE only with RING_TOK_LAST */
 	uint8_t n_top;     /* valid entries in top_ids/top_lps, best first */
@@ -140,7 +151,8 @@ struct ring_tok_rec {
 struct ring_tok_slot {
 	uint64_t seq;
 	struct ring_tok_rec rec;
-	uint8_t pad[128 - 8 - sizeof(struct ring_tok_rec)];
+	uint8_t pad[256 - 8 - sizeof(struct ring_tok_rec)]; /* 256 B: a power of two; each
+							     * slot covers two whole lines */
 };
 
 /* ---- control ring: host -> scheduler ------------------------------------------------------- */
@@ -169,10 +181,12 @@ RING_SA(sizeof(struct ring_req_rec) == 88, "ring_req_rec layout");
 RING_SA(offsetof(struct ring_req_rec, stop_ids) == 48, "ring_req_rec.stop_ids");
 RING_SA(sizeof(struct ring_req_slot) == 128, "ring_req_slot is 128 bytes");
 RING_SA(offsetof(struct ring_req_slot, rec) == 8, "ring_req_slot.rec");
-RING_SA(sizeof(struct ring_tok_rec) == 104, "ring_tok_rec layout");
+RING_SA(sizeof(struct ring_tok_rec) == 200, "ring_tok_rec layout");
 RING_SA(offsetof(struct ring_tok_rec, top_ids) == 36, "ring_tok_rec.top_ids");
-RING_SA(offsetof(struct ring_tok_rec, top_lps) == 68, "ring_tok_rec.top_lps");
-RING_SA(sizeof(struct ring_tok_slot) == 128, "ring_tok_slot is 128 bytes");
+RING_SA(offsetof(struct ring_tok_rec, top_lps) == 116, "ring_tok_rec.top_lps");
+RING_SA(offsetof(struct ring_tok_rec, reserved) == 196, "ring_tok_rec.reserved");
+RING_SA(sizeof(struct ring_tok_slot) == 256, "ring_tok_slot is 256 bytes");
+RING_SA(offsetof(struct ring_tok_slot, rec) == 8, "ring_tok_slot.rec");
 RING_SA(sizeof(struct ring_ctl_rec) == 16, "ring_ctl_rec layout");
 RING_SA(sizeof(struct ring_ctl_slot) == 64, "ring_ctl_slot is 64 bytes");
 

@@ -2,8 +2,8 @@
 /*
  * tests/persistent_kernel/fake_model.h: a deterministic stand-in for the forward step, for testing
  * the scheduler and the emulation loop without a model. Its "KV cache" stores the token id written
- * at each (page, offset); the logits of a sequence's last token are a hash of every token at
- * positions 0..last read back *through the page table*. So a wrong page table, a page shared by
+ * at each (page, offset); the logits at position p are a hash of every token at positions 0..p
+ * read back *through the page table* (fm_logits_at(): the same hash without pages). So a wrong page table, a page shared by
  * two live sequences, or a position that was never written changes (or fails) the output, while a
  * correct schedule gives exactly the tokens of fm_reference(), which runs one request alone with
  * no paging at all.
@@ -63,7 +63,19 @@ static inline void fm_logits(const struct fake_model *fm, uint64_t h, float *out
 		out[v] = (float)(mdl_mix64(h ^ (uint64_t)v) >> 40) * (4.0f / 16777216.0f) - 2.0f;
 }
 
-/* The step: write every seq's tokens into its pages, then compute logits for seqs that ask. */
+/* The logits at position n-1 of the sequence toks[0 .. n): the reference, no paging. */
+static inline void fm_logits_at(const struct fake_model *fm, const int32_t *toks, int n, float *out)
+{
+	uint64_t h = 0;
+	int i;
+
+	for (i = 0; i < n; i++)
+		h = fm_hash(h, toks[i]);
+	fm_logits(fm, h, out);
+}
+
+/* The step: write every seq's tokens into its pages, then compute the logits rows of its last
+ * n_logits positions. */
 static inline int fm_step(struct fake_model *fm, const struct mdl_cpu_seq *seqs, int n)
 {
 	int i, p;
@@ -82,6 +94,7 @@ static inline int fm_step(struct fake_model *fm, const struct mdl_cpu_seq *seqs,
 	for (i = 0; i < n; i++) {
 		uint64_t h = 0;
 		int last = seqs[i].pos0 + seqs[i].n_tokens;
+		int first = last - seqs[i].n_logits; /* position of row 0 */
 
 		if (!seqs[i].n_logits)
 			continue;
@@ -92,8 +105,9 @@ static inline int fm_step(struct fake_model *fm, const struct mdl_cpu_seq *seqs,
 			if (t < 0)
 				fm->n_bad++;
 			h = fm_hash(h, t);
+			if (p >= first)
+				fm_logits(fm, h, seqs[i].logits + (size_t)(p - first) * fm->vocab);
 		}
-		fm_logits(fm, h, seqs[i].logits);
 	}
 	return 0;
 }

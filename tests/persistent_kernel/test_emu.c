@@ -5,7 +5,10 @@
  * control producer, token consumer). Checks: every request's tokens equal fm_reference() (one
  * request alone, no paging) although the loop batches, chunks, preempts and is held by a small
  * token ring the host drains slowly; cancels (also ones that overtake their request); top-N
- * logprobs against the logits recomputed here; timestamps; drain; shutdown through the control
+ * logprobs (up to 20) against the logits recomputed here; prompt logprobs (RING_TOK_PROMPT
+ * records: every prompt position once, in order, before the first token, logprob and top-N
+ * from fm_logits_at() over the prompt prefix, also for scoring-only requests with max_tokens 0)
+ * under a small prompt_lp_rows and preemption; timestamps; drain; shutdown through the control
  * ring; too-long prompts rejected with an ERROR record; no page leaked. Also built with TSan.
  */
 #include <errno.h>
@@ -44,6 +47,7 @@ struct job {
 	int n_ref, ref_finish;
 	int32_t got[MAXTOK];
 	int n_got, finish, err, cancel;
+	int n_plp; /* RING_TOK_PROMPT records taken: positions 1 .. n_plp */
 };
 
 static struct job jobs[NJ];
@@ -118,13 +122,20 @@ static void job_make(struct job *j, uint64_t id, int n_prompt, int max_tokens,
 	j->rec.n_stop = (uint16_t)rnd(2);
 	j->rec.stop_ids[0] = (int32_t)rnd(V);
 	j->rec.n_top = (uint16_t)rnd(RING_MAX_TOP + 1);
+	if (c->prompt_lp_rows && rnd(3) == 0) { /* only where the test sets prompt_lp_rows */
+		j->rec.flags = RING_REQ_PROMPT_LOGPROBS;
+		if (rnd(4) == 0)
+			j->rec.max_tokens = max_tokens = 0; /* score the prompt only */
+	}
 	sp.temperature = j->rec.temperature;
 	sp.top_k = 0;
 	sp.top_p = 1.0f;
 	sp.seed = j->rec.seed;
 	stops[0] = c->eos_ids[0];
 	stops[1] = j->rec.stop_ids[0];
-	if (n_prompt < c->max_ctx)
+	if (max_tokens == 0)
+		j->ref_finish = RING_FINISH_LENGTH;
+	else if (n_prompt < c->max_ctx)
 		j->n_ref = fm_reference(&FM, j->prompt, n_prompt, &sp, max_tokens, c->max_ctx, stops,
 					1 + j->rec.n_stop, j->ref, &j->ref_finish);
 }
@@ -135,6 +146,31 @@ static struct job *by_id(uint64_t id)
 }
 
 static uint64_t last_t;
+static int n_top20; /* records checked with 20 alternatives */
+
+/* A record's logprob and top-N against log_softmax(lg), recomputed here. */
+static void check_lp(const struct ring_tok_rec *o, const struct job *j, const float *lg)
+{
+	double mx = -INFINITY, s = 0.0;
+	int i;
+
+	for (i = 0; i < V; i++)
+		mx = lg[i] > mx ? lg[i] : mx;
+	for (i = 0; i < V; i++)
+		s += exp(lg[i] - mx);
+	CHECK(fabs(o->logprob - (lg[o->token] - mx - log(s))) < 1e-4);
+	CHECK(o->n_top == j->rec.n_top);
+	n_top20 += o->n_top == 20;
+	for (i = 0; i < o->n_top; i++) {
+		int v, better = 0;
+
+		CHECK(fabs(o->top_lps[i] - (lg[o->top_ids[i]] - mx - log(s))) < 1e-4);
+		for (v = 0; v < V; v++) /* exactly i tokens rank above the i-th */
+			better += lg[v] > lg[o->top_ids[i]] ||
+				  (lg[v] == lg[o->top_ids[i]] && v < o->top_ids[i]);
+		CHECK(better == i);
+	}
+}
 
 /* Check one record against the job and the logits recomputed from the job's history. */
 static void take(const struct ring_tok_rec *o)
@@ -142,7 +178,6 @@ static void take(const struct ring_tok_rec *o)
 	struct job *j = by_id(o->id);
 	float lg[V];
 	uint64_t h = 0;
-	double mx = -INFINITY, s = 0.0;
 	int i;
 
 	CHECK(j != NULL);
@@ -157,6 +192,21 @@ static void take(const struct ring_tok_rec *o)
 	}
 	if (o->flags & RING_TOK_NOTOK)
 		return;
+	if (o->flags & RING_TOK_PROMPT) { /* a prompt position's logprob, before any token */
+		CHECK(j->rec.flags & RING_REQ_PROMPT_LOGPROBS);
+		CHECK(j->n_got == 0 && !(o->flags & RING_TOK_FIRST));
+		CHECK(o->pos == 1 + j->n_plp && o->pos < j->n_prompt);
+		CHECK(o->pos < j->n_prompt && o->token == j->prompt[o->pos < MAXTOK ? o->pos : 0]);
+		CHECK(!!(o->flags & RING_TOK_LAST) ==
+		      (j->rec.max_tokens == 0 && o->pos == j->n_prompt - 1));
+		CHECK(!(o->flags & RING_TOK_LAST) || o->finish == RING_FINISH_LENGTH);
+		fm_logits_at(&FM, j->prompt, o->pos, lg);
+		check_lp(o, j, lg);
+		j->n_plp++;
+		return;
+	}
+	CHECK(j->rec.max_tokens > 0);
+	CHECK(j->n_plp == (j->rec.flags & RING_REQ_PROMPT_LOGPROBS ? j->n_prompt - 1 : 0));
 	CHECK(o->pos == j->n_prompt + j->n_got);
 	CHECK(!!(o->flags & RING_TOK_FIRST) == (j->n_got == 0));
 	/* logprob and top-N from the logits of the history the token was sampled after */
@@ -165,21 +215,7 @@ static void take(const struct ring_tok_rec *o)
 	for (i = 0; i < j->n_got; i++)
 		h = fm_hash(h, j->got[i]);
 	fm_logits(&FM, h, lg);
-	for (i = 0; i < V; i++)
-		mx = lg[i] > mx ? lg[i] : mx;
-	for (i = 0; i < V; i++)
-		s += exp(lg[i] - mx);
-	CHECK(fabs(o->logprob - (lg[o->token] - mx - log(s))) < 1e-4);
-	CHECK(o->n_top == j->rec.n_top);
-	for (i = 0; i < o->n_top; i++) {
-		int v, better = 0;
-
-		CHECK(fabs(o->top_lps[i] - (lg[o->top_ids[i]] - mx - log(s))) < 1e-4);
-		for (v = 0; v < V; v++) /* exactly i tokens rank above the i-th */
-			better += lg[v] > lg[o->top_ids[i]] ||
-				  (lg[v] == lg[o->top_ids[i]] && v < o->top_ids[i]);
-		CHECK(better == i);
-	}
+	check_lp(o, j, lg);
 	if (j->n_got < MAXTOK)
 		j->got[j->n_got++] = o->token;
 }
@@ -230,9 +266,10 @@ static void main_workload(void)
 	struct sched_config c;
 	struct pk_backend *b;
 	struct pk_stats st;
-	int next = 0, i, n_cancel = 0, spins = 0;
+	int next = 0, i, n_cancel = 0, spins = 0, n_plp = 0;
 
 	cfg_default(&c);
+	c.prompt_lp_rows = 7; /* long prompts' records take several steps */
 	b = make(&r, &c);
 	if (!b)
 		return;
@@ -243,6 +280,8 @@ static void main_workload(void)
 			 1 + (int)rnd(40), &c);
 		jobs[i].cancel = rnd(8) == 0;
 	}
+	jobs[0].rec.n_top = RING_MAX_TOP; /* the most OpenAI allows */
+	jobs[0].cancel = 0;
 	CHECK(pk_backend_start(b) == 0);
 	CHECK(pk_backend_start(b) == -EALREADY);
 	while (!all_done(NJ) && spins < 2000000) {
@@ -273,10 +312,15 @@ static void main_workload(void)
 	for (i = 0; i < NJ; i++) {
 		struct job *j = &jobs[i];
 
-		if (j->n_prompt >= c.max_ctx) {
+		if (j->n_prompt > c.max_ctx || (j->n_prompt == c.max_ctx && j->rec.max_tokens > 0)) {
 			CHECK(j->finish == RING_FINISH_ERROR && j->err == -E2BIG && j->n_got == 0);
 			continue;
 		}
+		CHECK(j->n_plp <= (j->rec.flags & RING_REQ_PROMPT_LOGPROBS ? j->n_prompt - 1 : 0));
+		if (j->finish != RING_FINISH_CANCELLED)
+			CHECK(j->n_plp ==
+			      (j->rec.flags & RING_REQ_PROMPT_LOGPROBS ? j->n_prompt - 1 : 0));
+		n_plp += j->rec.flags & RING_REQ_PROMPT_LOGPROBS ? 1 : 0;
 		/* tokens are the reference's, or a prefix of it when cancelled */
 		CHECK(j->n_got <= j->n_ref);
 		CHECK(memcmp(j->got, j->ref, sizeof(int32_t) * (size_t)(j->n_got < j->n_ref ? j->n_got
@@ -293,9 +337,10 @@ static void main_workload(void)
 	CHECK(st.waiting == 0 && st.running == 0 && st.kv_used == 0 &&
 	      st.kv_free == (uint64_t)c.n_pages);
 	CHECK(FM.n_bad == 0);
-	printf("emu: %d requests (%d cancels sent), %llu steps, %llu step tokens, %llu tokens out, "
-	       "%llu notices, %llu preemptions, %llu held-for-credit iterations\n",
-	       NJ, n_cancel, (unsigned long long)st.steps, (unsigned long long)st.step_tokens,
+	CHECK(n_plp > 0 && n_top20 > 0);
+	printf("emu: %d requests (%d cancels sent, %d prompt logprobs), %llu steps, %llu step tokens, "
+	       "%llu tokens out, %llu notices, %llu preemptions, %llu held-for-credit iterations\n",
+	       NJ, n_cancel, n_plp, (unsigned long long)st.steps, (unsigned long long)st.step_tokens,
 	       (unsigned long long)st.tokens_out, (unsigned long long)st.notices_out,
 	       (unsigned long long)st.preemptions, (unsigned long long)st.held_no_credit);
 	pk_backend_destroy(b);

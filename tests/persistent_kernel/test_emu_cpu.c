@@ -5,9 +5,12 @@
  * in memory. Reference: the same model driven directly, one request at a time (whole-prompt
  * prefill, then one decode step per token, contiguous pages, no scheduler). The emulation must give
  * the same tokens while it batches requests, chunks prefills under a small token budget and
- * preempts under a small KV pool.
+ * preempts under a small KV pool. Every third request also wants prompt logprobs (one of them
+ * only those: max_tokens 0): each prompt position's record must match log_softmax of the
+ * reference's whole-prompt logits at the position before (the real step's multi-row logits).
  */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,6 +119,8 @@ struct req {
 	int n_ref;
 	int32_t got[MAXG];
 	int n_got, finish;
+	float plp_ref[64], top0_ref[64]; /* log p(prompt[i]) and the best log p at position i-1 */
+	int n_plp, plp_bad;
 };
 
 /* One request alone: prefill all, then decode, pages 0, 1, 2, ... */
@@ -138,6 +143,27 @@ static int reference(const struct mdl *m, struct req *r)
 	if (rc)
 		return rc;
 	memcpy(seq, r->prompt, sizeof(int32_t) * (size_t)n);
+	if (r->rec.flags & RING_REQ_PROMPT_LOGPROBS) { /* every prompt row's logits, one step */
+		int V = m->cfg.vocab_size;
+		float *all = malloc(sizeof(float) * (size_t)V * (size_t)n);
+		struct mdl_cpu_seq s = {seq, n, 0, pages, all, n};
+
+		rc = all ? mdl_cpu_step(cpu, &s, 1) : -ENOMEM;
+		for (i = 1; !rc && i < n; i++) {
+			const float *x = all + (size_t)(i - 1) * V;
+			double mx = -INFINITY, sum = 0.0;
+
+			for (int v = 0; v < V; v++)
+				mx = x[v] > mx ? x[v] : mx;
+			for (int v = 0; v < V; v++)
+				sum += exp((double)x[v] - mx);
+			r->plp_ref[i] = (float)((double)x[seq[i]] - mx - log(sum));
+			r->top0_ref[i] = (float)(-log(sum));
+		}
+		free(all);
+		if (rc)
+			return rc;
+	}
 	for (r->n_ref = 0; r->n_ref < r->rec.max_tokens;) {
 		struct mdl_cpu_seq s = {seq + (r->n_ref ? n - 1 : 0), r->n_ref ? 1 : n,
 					r->n_ref ? n - 1 : 0, pages, lg, 1};
@@ -188,6 +214,12 @@ int main(void)
 		r->rec.top_k = i % 4 == 1 ? 20 : 0;
 		r->rec.top_p = i % 4 == 2 ? 0.9f : 1.0f;
 		r->rec.max_tokens = 8 + i % (MAXG - 8);
+		if (i % 3 == 2) {
+			r->rec.flags = RING_REQ_PROMPT_LOGPROBS;
+			r->rec.n_top = 3;
+		}
+		if (i == 5)
+			r->rec.max_tokens = 0; /* scoring only */
 		rc = reference(&m, r);
 		if (rc) {
 			fprintf(stderr, "reference: %d\n", rc);
@@ -225,6 +257,21 @@ int main(void)
 			struct req *r = &reqs[buf[k].id - 1];
 
 			CHECK(!(buf[k].flags & RING_TOK_NOTOK));
+			if (buf[k].flags & RING_TOK_PROMPT) {
+				int p = buf[k].pos;
+
+				r->n_plp++;
+				if (p != r->n_plp || p >= r->n_prompt || r->n_got ||
+				    buf[k].token != r->prompt[p] || buf[k].n_top != 3 ||
+				    fabsf(buf[k].logprob - r->plp_ref[p]) > 1e-3f ||
+				    fabsf(buf[k].top_lps[0] - r->top0_ref[p]) > 1e-3f)
+					r->plp_bad++;
+				if (buf[k].flags & RING_TOK_LAST) {
+					r->finish = buf[k].finish;
+					done++;
+				}
+				continue;
+			}
 			if (r->n_got < MAXG)
 				r->got[r->n_got++] = buf[k].token;
 			if (buf[k].flags & RING_TOK_LAST) {
@@ -245,6 +292,8 @@ int main(void)
 		struct req *r = &reqs[i];
 
 		CHECK(r->finish == RING_FINISH_LENGTH && r->n_got == r->n_ref);
+		CHECK(r->plp_bad == 0);
+		CHECK(r->n_plp == (r->rec.flags & RING_REQ_PROMPT_LOGPROBS ? r->n_prompt - 1 : 0));
 		if (r->n_got != r->n_ref || memcmp(r->got, r->ref, sizeof(int32_t) * (size_t)r->n_ref)) {
 			fprintf(stderr, "request %d: tokens differ from the unbatched reference\n", i);
 			fails++;

@@ -68,9 +68,9 @@ static void tok_fill(struct ring_tok_rec *r, uint64_t i)
 	r->t_ns = h;
 	r->token = (int32_t)(h >> 40);
 	r->pos = (int32_t)i;
-	r->flags = (uint16_t)(h & 7);
+	r->flags = (uint16_t)(h & 15);
 	r->finish = (uint8_t)(h >> 8 & 3);
-	r->n_top = (uint8_t)(h >> 16 & 7);
+	r->n_top = (uint8_t)((h >> 16) % (RING_MAX_TOP + 1));
 	for (k = 0; k < RING_MAX_TOP; k++) {
 		r->top_ids[k] = (int32_t)(mix(h + (uint64_t)k) >> 33);
 		r->top_lps[k] = (float)k;
@@ -165,7 +165,7 @@ static void req_fill(struct ring_req_rec *r, uint64_t i)
 	r->top_k = (int32_t)(i % 100);
 	r->max_tokens = (int32_t)(i % 4096);
 	r->n_stop = (uint16_t)(i % 9);
-	r->n_top = (uint16_t)(i % 8);
+	r->n_top = (uint16_t)(i % (RING_MAX_TOP + 1));
 	for (k = 0; k < RING_MAX_STOP; k++)
 		r->stop_ids[k] = (int32_t)(i + (uint64_t)k);
 }
@@ -294,7 +294,7 @@ static void edges(void)
 	CHECK(ring_bytes(RING_KIND_TOK, 8, 16) == 0);    /* arena on a token ring */
 	CHECK(ring_bytes(RING_KIND_REQ, 8, 0) == 0);     /* no arena on a request ring */
 	CHECK(ring_bytes(99, 8, 0) == 0);
-	CHECK(ring_bytes(RING_KIND_TOK, 8, 0) == 3 * RING_LINE + 8 * 128);
+	CHECK(ring_bytes(RING_KIND_TOK, 8, 0) == 3 * RING_LINE + 8 * 256);
 
 	/* Full and empty, with wrap-around over several laps. */
 	h = ring_new(RING_KIND_TOK, 4, 0);

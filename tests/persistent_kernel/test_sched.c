@@ -2,7 +2,9 @@
 /*
  * tests/persistent_kernel/test_sched.c: the scheduling policy rule by rule (docs/scheduler.md),
  * driven with fake_model.h. The reference for generated tokens is fm_reference(): the same fake
- * model run on one request alone without paging, batching or preemption.
+ * model run on one request alone without paging, batching or preemption; for prompt-logprob
+ * records (RING_REQ_PROMPT_LOGPROBS) the logits row handed out with each record must equal
+ * fm_logits_at() over the prompt prefix, recomputed here without paging.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -30,7 +32,7 @@ struct job {
 	int n_prompt;
 	int32_t prompt[MAXTOK];
 	struct mdl_sampling sp;
-	int max_tokens, n_stop;
+	int max_tokens, n_stop, n_top;
 	int32_t stops[RING_MAX_STOP];
 	int32_t ref[MAXTOK];
 	int n_ref, ref_finish;
@@ -38,7 +40,12 @@ struct job {
 	int n_got, got_finish, got_err, last_seen, first_plan_step;
 	int submitted, cancelled;
 	uint32_t flags;
+	int n_plp;    /* RING_TOK_PROMPT records taken (positions 1 .. n_plp, in order) */
+	int plp_last; /* a prompt record carried LAST */
 };
+
+#define LP_ROWS_MAX 128 /* the tests' prompt_lp_rows stay below this */
+static int plp_mid_preempt; /* preemptions seen while a request owed part of its prompt records */
 
 static struct job jobs[MAXJ];
 static int n_jobs;
@@ -80,6 +87,11 @@ static void job_ref(const struct fake_model *fm, struct job *j, const struct sch
 	int32_t stops[RING_MAX_STOP + SCHED_MAX_EOS];
 	int i, n = 0;
 
+	if (j->max_tokens == 0) { /* scoring: prompt records only, then LENGTH */
+		j->n_ref = 0;
+		j->ref_finish = RING_FINISH_LENGTH;
+		return;
+	}
 	for (i = 0; i < c->n_eos; i++)
 		stops[n++] = c->eos_ids[i];
 	for (i = 0; i < j->n_stop; i++)
@@ -102,6 +114,7 @@ static int job_submit(struct sched *s, struct job *j)
 	r.top_k = j->sp.top_k;
 	r.max_tokens = j->max_tokens;
 	r.n_stop = (uint16_t)j->n_stop;
+	r.n_top = (uint16_t)j->n_top;
 	r.flags = j->flags;
 	for (i = 0; i < j->n_stop; i++)
 		r.stop_ids[i] = j->stops[i];
@@ -143,11 +156,12 @@ static void check_pages(const struct sched *s)
 static int drive(struct sched *s, struct fake_model *fm, int credit, struct sched_plan *pl)
 {
 	static struct mdl_cpu_seq seqs[SCHED_MAX_REQS];
-	static float logits[SCHED_MAX_REQS * V];
+	static float logits[(SCHED_MAX_REQS + LP_ROWS_MAX) * V];
+	static float want[V];
 	struct ring_tok_rec o;
-	int i, n, k = 0, tok_sum = 0, running_before = s->n_running;
+	int i, n, k = 0, tok_sum = 0, lp_sum = 0, rows = 0, credit0;
 
-	(void)running_before;
+	CHECK(s->cfg.prompt_lp_rows <= LP_ROWS_MAX);
 	while (credit > 0 && sched_next_notice(s, &o)) {
 		struct job *j = job_by_id(o.id);
 
@@ -159,9 +173,12 @@ static int drive(struct sched *s, struct fake_model *fm, int credit, struct sche
 		}
 		credit--;
 	}
+	credit0 = credit;
 	n = sched_schedule(s, credit, pl);
 	CHECK(pl->n_seqs <= s->cfg.max_seqs);
-	CHECK(pl->n_emits <= credit);
+	CHECK(pl->n_emits + pl->n_prompt_lp <= credit); /* records never overflow the token ring */
+	CHECK(pl->n_prompt_lp <= s->cfg.prompt_lp_rows);
+	CHECK(pl->n_logits <= s->cfg.max_seqs + s->cfg.prompt_lp_rows);
 	CHECK(s->n_running <= s->cfg.max_running);
 	for (i = 0; i < n; i++) {
 		const struct sched_seq *q = &pl->seqs[i];
@@ -172,18 +189,30 @@ static int drive(struct sched *s, struct fake_model *fm, int credit, struct sche
 		CHECK(q->pos0 == r->n_computed);
 		CHECK(q->tokens == &r->tokens[q->pos0]);
 		CHECK(q->n_pages * s->cfg.page_tokens >= q->pos0 + q->n_tokens);
-		CHECK(q->emits == (q->pos0 + q->n_tokens == r->n_tokens));
+		CHECK(q->emits == (r->max_tokens > 0 && q->pos0 + q->n_tokens == r->n_tokens));
+		CHECK(q->n_logits == q->n_prompt_lp + q->emits && q->n_logits <= q->n_tokens);
+		if (q->n_prompt_lp > 0) { /* rows start at the position before the first record */
+			CHECK(r->flags & RING_REQ_PROMPT_LOGPROBS);
+			CHECK(q->prompt_lp_pos0 == 1 + r->n_prompt_lp);
+			CHECK(q->prompt_lp_pos0 - 1 == q->pos0 + q->n_tokens - q->n_logits);
+			CHECK(q->prompt_lp_pos0 + q->n_prompt_lp - 1 <= r->n_prompt - 1);
+		}
 		for (j2 = 0; j2 < i; j2++)
 			CHECK(pl->seqs[j2].slot != q->slot);
 		tok_sum += q->n_tokens;
+		lp_sum += q->n_prompt_lp;
+		rows += q->n_logits;
 		seqs[i].tokens = q->tokens;
 		seqs[i].n_tokens = q->n_tokens;
 		seqs[i].pos0 = q->pos0;
 		seqs[i].pages = q->pages;
-		seqs[i].logits = q->emits ? &logits[V * k++] : NULL;
-		seqs[i].n_logits = q->emits;
+		seqs[i].logits = q->n_logits ? &logits[V * k] : NULL;
+		seqs[i].n_logits = q->n_logits;
+		k += q->n_logits;
 	}
 	CHECK(tok_sum == pl->n_tokens && tok_sum <= s->cfg.step_tokens);
+	CHECK(lp_sum == pl->n_prompt_lp && rows == pl->n_logits);
+	(void)credit0;
 	check_pages(s);
 	if (n)
 		CHECK(fm_step(fm, seqs, n) == 0);
@@ -196,10 +225,29 @@ static int drive(struct sched *s, struct fake_model *fm, int credit, struct sche
 		if (q->emits) {
 			struct mdl_sampling sp = {r->temperature, r->top_k, r->top_p, r->seed};
 
-			tok = fm_sample(V, seqs[i].logits, &sp, (uint64_t)r->n_gen, NULL);
+			tok = fm_sample(V, seqs[i].logits + (size_t)(q->n_logits - 1) * V, &sp,
+					(uint64_t)r->n_gen, NULL); /* the last row samples */
 		}
 		if (j && j->first_plan_step < 0)
 			j->first_plan_step = (int)s->step;
+		for (k = 0; k < q->n_prompt_lp && j; k++) { /* prompt records, before advance */
+			int row = sched_prompt_lp_rec(s, q, k, &o);
+
+			CHECK(row >= 0 && row < q->n_logits);
+			CHECK(o.id == j->id && (o.flags & RING_TOK_PROMPT) && o.pos == 1 + j->n_plp);
+			CHECK(!(o.flags & (RING_TOK_FIRST | RING_TOK_NOTOK)) && j->n_got == 0);
+			CHECK(o.pos < j->n_prompt && o.token == j->prompt[o.pos]);
+			CHECK(!!(o.flags & RING_TOK_LAST) ==
+			      (j->max_tokens == 0 && o.pos == j->n_prompt - 1));
+			if (o.flags & RING_TOK_LAST) {
+				CHECK(o.finish == RING_FINISH_LENGTH);
+				j->plp_last = 1;
+				j->got_finish = o.finish;
+			}
+			fm_logits_at(fm, j->prompt, o.pos, want);
+			CHECK(memcmp(want, seqs[i].logits + (size_t)row * V, sizeof(want)) == 0);
+			j->n_plp++;
+		}
 		if (!sched_advance(s, q, tok, &o))
 			continue;
 		CHECK(j != NULL);
@@ -217,6 +265,14 @@ static int drive(struct sched *s, struct fake_model *fm, int credit, struct sche
 			CHECK(o.finish == RING_FINISH_NONE);
 	}
 	CHECK(fm->n_bad == 0);
+	for (i = 0; i < SCHED_MAX_REQS; i++) {
+		const struct sched_req *r = &s->reqs[i];
+
+		if (r->state == SCHED_WAITING && r->n_preempt > 0 && r->n_computed == 0 &&
+		    (r->flags & RING_REQ_PROMPT_LOGPROBS) && r->n_prompt_lp > 0 &&
+		    r->n_prompt_lp < r->n_prompt - 1 && pl->n_preempted > 0)
+			plp_mid_preempt++;
+	}
 	return n;
 }
 
@@ -239,14 +295,17 @@ static void cfg_default(struct sched_config *c)
 
 /* Random workload with tight KV pages and a random token-ring credit per step: budgets hold every
  * step (checked in drive()), preemption happens, every finished request's tokens equal the
- * reference's, and the pool is whole at the end. */
-static void test_random_workload(int n_pages, int credit_max, unsigned seed)
+ * reference's, and the pool is whole at the end. A third of the requests want prompt logprobs
+ * (some of them only that: max_tokens 0) with lp_rows rows per step: each gets every prompt
+ * record exactly once, in order, with the right logits, preempted or not. */
+static void test_random_workload(int n_pages, int credit_max, unsigned seed, int lp_rows)
 {
 	struct sched_config c;
 	struct fake_model fm;
-	int i, next = 0, steps = 0;
+	int i, next = 0, steps = 0, n_plp = 0;
 
 	cfg_default(&c);
+	c.prompt_lp_rows = lp_rows;
 	c.n_pages = n_pages;
 	if (c.max_ctx > n_pages * c.page_tokens)
 		c.max_ctx = n_pages * c.page_tokens;
@@ -257,6 +316,12 @@ static void test_random_workload(int n_pages, int credit_max, unsigned seed)
 	for (i = 0; i < n_jobs; i++) {
 		job_make(&jobs[i], 1 + (int)rnd(60), 1 + (int)rnd(40), rnd(2) ? 0.8f : 0.0f,
 			 (int)rnd(3));
+		if (rnd(3) == 0) {
+			jobs[i].flags = RING_REQ_PROMPT_LOGPROBS;
+			if (rnd(4) == 0)
+				jobs[i].max_tokens = 0;
+			n_plp++;
+		}
 		job_ref(&fm, &jobs[i], &c);
 	}
 	while (steps < 20000) {
@@ -276,6 +341,8 @@ static void test_random_workload(int n_pages, int credit_max, unsigned seed)
 		CHECK(j->n_got == j->n_ref);
 		CHECK(memcmp(j->got, j->ref, sizeof(int32_t) * (size_t)j->n_ref) == 0);
 		CHECK(j->got_finish == j->ref_finish);
+		CHECK(j->n_plp == (j->flags & RING_REQ_PROMPT_LOGPROBS ? j->n_prompt - 1 : 0));
+		CHECK(j->plp_last == (j->max_tokens == 0 && j->n_prompt > 1));
 		if (j->n_got != j->n_ref || j->got_finish != j->ref_finish) {
 			fprintf(stderr, "job %d: got %d tokens finish %d, want %d finish %d\n", i,
 				j->n_got, j->got_finish, j->n_ref, j->ref_finish);
@@ -283,8 +350,10 @@ static void test_random_workload(int n_pages, int credit_max, unsigned seed)
 		}
 	}
 	CHECK(kv_free_count(&S->kv) == c.n_pages);
-	printf("random workload: pages %d credit<=%d: %d steps, %llu preemptions\n", n_pages,
-	       credit_max, steps, (unsigned long long)S->n_preempt_total);
+	printf("random workload: pages %d credit<=%d lp_rows %d: %d steps, %llu preemptions, "
+	       "%d prompt-logprob requests, %d preempted mid-records so far\n", n_pages, credit_max,
+	       S->cfg.prompt_lp_rows, steps, (unsigned long long)S->n_preempt_total, n_plp,
+	       plp_mid_preempt);
 	if (n_pages < 40)
 		CHECK(S->n_preempt_total > 0); /* the workload is sized to force it */
 	fm_fini(&fm);
@@ -550,6 +619,158 @@ static void test_stops_and_rejects(void)
 	fm_fini(&fm);
 }
 
+/* Run until idle (bounded); credit per step fixed. */
+static void run_idle(struct fake_model *fm, int credit)
+{
+	int steps = 0;
+
+	while (!sched_idle(S) && steps++ < 5000)
+		drive(S, fm, credit, &PL);
+	CHECK(sched_idle(S));
+}
+
+/* Prompt logprobs rule by rule: chunks cut to prompt_lp_rows, credit counting one record per
+ * prompt token, holding at zero credit, scoring requests (max_tokens 0), intake limits, and
+ * recompute after a preemption that came between two chunks of records. drive() checks every
+ * record's logits against fm_logits_at() over the prompt prefix. */
+static void test_prompt_lp(void)
+{
+	struct sched_config c;
+	struct fake_model fm;
+	int i;
+
+	/* Chunking: 37 prompt tokens, budget 8, 5 record rows a step -> chunks of 5; the last
+	 * (35, 2) gives record 36 and the first generated token. A plain request beside it gets the
+	 * rest of the token budget. */
+	cfg_default(&c);
+	c.step_tokens = 8;
+	c.n_pages = 100;
+	c.n_eos = 0;
+	c.prompt_lp_rows = 5;
+	CHECK(sched_init(S, &c) == 0);
+	fm_init(&fm, V, c.page_tokens, c.n_pages);
+	n_jobs = 2;
+	job_make(&jobs[0], 37, 6, 0.7f, 0);
+	jobs[0].flags = RING_REQ_PROMPT_LOGPROBS;
+	job_make(&jobs[1], 40, 3, 0.0f, 0);
+	for (i = 0; i < 2; i++) {
+		job_ref(&fm, &jobs[i], &c);
+		CHECK(job_submit(S, &jobs[i]) >= 0);
+	}
+	for (i = 0; i < 8; i++) {
+		CHECK(drive(S, &fm, 64, &PL) == 2);
+		CHECK(PL.seqs[0].pos0 == 5 * i && PL.seqs[0].n_tokens == (i < 7 ? 5 : 2));
+		CHECK(PL.seqs[0].n_prompt_lp == (i < 7 ? 5 : 1));
+		CHECK(PL.seqs[0].prompt_lp_pos0 == 5 * i + 1 && PL.seqs[0].emits == (i == 7));
+		CHECK(PL.seqs[1].n_tokens == (i < 7 ? 3 : 6) && PL.seqs[1].n_prompt_lp == 0);
+	}
+	CHECK(jobs[0].n_plp == 36 && jobs[0].n_got == 1);
+	run_idle(&fm, 64);
+	for (i = 0; i < 2; i++)
+		CHECK(jobs[i].n_got == jobs[i].n_ref &&
+		      memcmp(jobs[i].got, jobs[i].ref, sizeof(int32_t) * (size_t)jobs[i].n_ref) == 0);
+
+	/* Credit: a chunk of K prompt tokens needs K records of credit. With none, the flagged
+	 * request is held while a plain one prefills all but its last token; with 3, the flagged
+	 * one feeds 3 tokens (3 records) and the plain one is cut to nothing more to emit. */
+	CHECK(sched_init(S, &c) == 0);
+	job_make(&jobs[0], 10, 4, 0.0f, 0);
+	jobs[0].flags = RING_REQ_PROMPT_LOGPROBS;
+	job_make(&jobs[1], 8, 4, 0.0f, 0);
+	for (i = 0; i < 2; i++) {
+		job_ref(&fm, &jobs[i], &c);
+		CHECK(job_submit(S, &jobs[i]) >= 0);
+	}
+	CHECK(drive(S, &fm, 0, &PL) == 1);
+	CHECK(PL.seqs[0].slot == 1 && PL.seqs[0].n_tokens == 7 && PL.n_emits == 0);
+	CHECK(drive(S, &fm, 3, &PL) == 2);
+	CHECK(PL.seqs[0].slot == 1 && PL.seqs[0].emits); /* the plain one's last token: "decode" */
+	CHECK(PL.seqs[1].slot == 0 && PL.seqs[1].n_tokens == 2 && PL.seqs[1].n_prompt_lp == 2);
+	CHECK(PL.n_emits + PL.n_prompt_lp == 3);
+	for (i = 0; i < 8 && !sched_idle(S); i++) { /* one record a step from here */
+		drive(S, &fm, 1, &PL);
+		CHECK(PL.n_emits + PL.n_prompt_lp == (PL.n_seqs ? 1 : 0));
+	}
+	run_idle(&fm, 1);
+	CHECK(jobs[0].n_plp == 9 && jobs[0].n_got == jobs[0].n_ref);
+	CHECK(memcmp(jobs[0].got, jobs[0].ref, sizeof(int32_t) * (size_t)jobs[0].n_ref) == 0);
+
+	/* Scoring (max_tokens 0): records 1 .. n-1, the last with LAST|LENGTH; the last prompt
+	 * position is never fed. A one-token prompt has nothing to score: a LENGTH notice. A prompt
+	 * as long as the context is fine for scoring only. */
+	c.max_ctx = 40;
+	c.prompt_lp_rows = 0; /* the default, SCHED_PROMPT_LP_ROWS */
+	CHECK(sched_init(S, &c) == 0);
+	CHECK(S->cfg.prompt_lp_rows == SCHED_PROMPT_LP_ROWS);
+	n_jobs = 9;
+	job_make(&jobs[0], 12, 0, 0.0f, 0);
+	job_make(&jobs[1], 1, 0, 0.0f, 0);
+	job_make(&jobs[2], 40, 0, 0.0f, 0);  /* == max_ctx, scoring: accepted */
+	job_make(&jobs[3], 40, 1, 0.0f, 0);  /* == max_ctx, generating: -E2BIG */
+	job_make(&jobs[4], 41, 0, 0.0f, 0);  /* > max_ctx: -E2BIG */
+	job_make(&jobs[5], 5, 0, 0.0f, 0);   /* max_tokens 0 without the flag: -EINVAL */
+	job_make(&jobs[6], 5, -1, 0.0f, 0);  /* negative: -EINVAL */
+	job_make(&jobs[7], 5, 2, 0.0f, 0);   /* top-20: fine */
+	job_make(&jobs[8], 5, 2, 0.0f, 0);   /* top-21: -EINVAL */
+	for (i = 0; i < n_jobs; i++)
+		if (i != 5)
+			jobs[i].flags = RING_REQ_PROMPT_LOGPROBS;
+	jobs[7].n_top = RING_MAX_TOP;
+	jobs[8].n_top = RING_MAX_TOP + 1;
+	for (i = 0; i < n_jobs; i++)
+		CHECK(job_submit(S, &jobs[i]) >= 0);
+	CHECK(drive(S, &fm, 64, &PL) >= 1);
+	CHECK(PL.seqs[0].slot == 0 && PL.seqs[0].n_tokens == 8 && PL.seqs[0].n_prompt_lp == 8);
+	CHECK(drive(S, &fm, 64, &PL) >= 1);
+	CHECK(PL.seqs[0].slot == 0 && PL.seqs[0].n_tokens == 3 && PL.seqs[0].n_prompt_lp == 3);
+	CHECK(!PL.seqs[0].emits && PL.seqs[0].n_logits == 3);
+	CHECK(jobs[0].plp_last && jobs[0].got_finish == RING_FINISH_LENGTH && jobs[0].n_plp == 11);
+	CHECK(S->reqs[0].state == SCHED_FREE);
+	run_idle(&fm, 64);
+	CHECK(jobs[0].n_got == 0);
+	CHECK(jobs[1].got_finish == RING_FINISH_LENGTH && jobs[1].got_err == 0 && !jobs[1].n_plp);
+	CHECK(jobs[2].got_finish == RING_FINISH_LENGTH && jobs[2].n_plp == 39 && !jobs[2].n_got);
+	CHECK(jobs[3].got_finish == RING_FINISH_ERROR && jobs[3].got_err == -E2BIG);
+	CHECK(jobs[4].got_finish == RING_FINISH_ERROR && jobs[4].got_err == -E2BIG);
+	for (i = 5; i < 7; i++)
+		CHECK(jobs[i].got_finish == RING_FINISH_ERROR && jobs[i].got_err == -EINVAL);
+	CHECK(jobs[7].got_finish == RING_FINISH_LENGTH && jobs[7].n_plp == 4 && jobs[7].n_got == 2);
+	CHECK(jobs[8].got_finish == RING_FINISH_ERROR && jobs[8].got_err == -EINVAL);
+	CHECK(kv_free_count(&S->kv) == c.n_pages);
+	fm_fini(&fm);
+
+	/* Preemption between two chunks of records: an older plain request (10 + 30) and a younger
+	 * flagged one (30 + 5) with pages for 48 positions and 4 record rows a step. The younger is
+	 * preempted owing one record; its recompute feeds the 28 positions already scored without
+	 * records and sends record 29 once. Both produce the reference tokens. */
+	cfg_default(&c);
+	c.n_eos = 0;
+	c.n_pages = 12;
+	c.max_ctx = 48;
+	c.prompt_lp_rows = 4;
+	CHECK(sched_init(S, &c) == 0);
+	fm_init(&fm, V, c.page_tokens, c.n_pages);
+	n_jobs = 2;
+	job_make(&jobs[0], 10, 30, 1.0f, 0);
+	job_make(&jobs[1], 30, 5, 1.0f, 0);
+	jobs[1].flags = RING_REQ_PROMPT_LOGPROBS;
+	i = plp_mid_preempt;
+	for (int k = 0; k < 2; k++) {
+		job_ref(&fm, &jobs[k], &c);
+		CHECK(job_submit(S, &jobs[k]) >= 0);
+	}
+	run_idle(&fm, 8);
+	CHECK(S->reqs[1].n_preempt > 0 && plp_mid_preempt > i);
+	CHECK(jobs[1].n_plp == 29);
+	for (i = 0; i < 2; i++)
+		CHECK(jobs[i].n_got == jobs[i].n_ref && jobs[i].got_finish == RING_FINISH_LENGTH &&
+		      memcmp(jobs[i].got, jobs[i].ref, sizeof(int32_t) * (size_t)jobs[i].n_ref) == 0);
+	CHECK(kv_free_count(&S->kv) == c.n_pages);
+	printf("prompt logprobs: chunking, credit, scoring, preemption (%d mid-record) ok\n",
+	       plp_mid_preempt);
+	fm_fini(&fm);
+}
+
 int main(void)
 {
 	S = malloc(sizeof(*S));
@@ -560,10 +781,13 @@ int main(void)
 	test_preempt();
 	test_stops_and_rejects();
 	test_cancel_leak();
-	test_random_workload(40, 8, 1);
-	test_random_workload(18, 3, 2);
-	test_random_workload(25, 1, 3);
-	test_random_workload(200, 16, 4);
+	test_prompt_lp();
+	test_random_workload(40, 8, 1, 0);
+	test_random_workload(18, 3, 2, 3);
+	test_random_workload(25, 1, 3, 7);
+	test_random_workload(200, 16, 4, 5);
+	test_random_workload(16, 6, 5, 2);
+	CHECK(plp_mid_preempt > 0); /* recompute over prompt records already sent was exercised */
 	free(S);
 	if (fails) {
 		fprintf(stderr, "test_sched: %d checks failed\n", fails);
