@@ -93,6 +93,14 @@ struct sreq {
 	size_t lp_cap;
 	char *echo_text; /* echo: the prompt text (owned) */
 	size_t echo_len;
+	/* echo + logprobs: one record per prompt token (the first has none), grown per request. */
+	bool prompt_lp;     /* asked the scheduler for RING_TOK_PROMPT records */
+	bool echo_sent;     /* streaming: the echo event is out */
+	int32_t prompt0;    /* the first prompt token (it gets no record) */
+	int n_plp;
+	size_t plp_cap;
+	struct api_logprob *plp;
+	struct api_top *ptop; /* plp_cap x RING_MAX_TOP */
 };
 
 struct srv {
@@ -200,6 +208,9 @@ static struct sreq *srv_req_alloc(struct srv *s)
 		free(r->echo_text);
 		r->echo_text = NULL;
 		r->echo_len = 0;
+		r->prompt_lp = false;
+		r->echo_sent = false;
+		r->n_plp = 0;
 		tok_stream_reset(r->ts);
 		s->n_live++;
 		return r;
@@ -250,6 +261,45 @@ static int srv_req_reserve(struct sreq *r, size_t need)
 			r->lp[i].top = r->lp[i].top ? r->top + (size_t)i * RING_MAX_TOP : NULL;
 	}
 	return 0;
+}
+
+/* Room for every prompt token's logprob record (echo + logprobs). Per request, kept for reuse. */
+static int srv_req_reserve_prompt(struct sreq *r, int n_prompt)
+{
+	if ((size_t)n_prompt <= r->plp_cap)
+		return 0;
+	struct api_logprob *lp = realloc(r->plp, (size_t)n_prompt * sizeof(*lp));
+	if (!lp)
+		return -ENOMEM;
+	r->plp = lp;
+	struct api_top *top = realloc(r->ptop, (size_t)n_prompt * RING_MAX_TOP * sizeof(*top));
+	if (!top)
+		return -ENOMEM;
+	r->ptop = top;
+	r->plp_cap = (size_t)n_prompt;
+	return 0;
+}
+
+/* Fill one logprob record from a token-ring record: the token's bytes, its logprob and its
+ * top alternatives (tops has room for RING_MAX_TOP). */
+static void srv_fill_lp(const struct srv *s, struct api_logprob *lp, struct api_top *tops,
+			int n_top, const struct ring_tok_rec *t)
+{
+	size_t tl;
+	lp->token = tok_piece(s->bm.tok, t->token, &tl);
+	lp->len = lp->token ? tl : 0;
+	if (!lp->token)
+		lp->token = "";
+	lp->logprob = t->logprob;
+	lp->n_top = t->n_top < n_top ? t->n_top : n_top;
+	for (int i = 0; i < lp->n_top; i++) {
+		tops[i].token = tok_piece(s->bm.tok, t->top_ids[i], &tl);
+		tops[i].len = tops[i].token ? tl : 0;
+		if (!tops[i].token)
+			tops[i].token = "";
+		tops[i].logprob = t->top_lps[i];
+	}
+	lp->top = tops;
 }
 
 /* ---- admission ----------------------------------------------------------------------------- */
@@ -312,9 +362,6 @@ static int srv_admit(struct srv *s, struct sreq *r, enum api_endpoint ep, const 
 	if (rc)
 		return rc;
 	r->parsed = true;
-	if (q->echo && q->logprobs >= 0)
-		return api_error_set(e, 400, "echo", NULL,
-				     "echo together with logprobs (prompt logprobs) is not supported yet");
 	if (q->logprobs > RING_MAX_TOP)
 		return api_error_set(e, 400, ep == API_CHAT ? "top_logprobs" : "logprobs", NULL,
 				     "at most %d top logprobs per token are supported", RING_MAX_TOP);
@@ -344,6 +391,12 @@ static int srv_admit(struct srv *s, struct sreq *r, enum api_endpoint ep, const 
 		}
 	}
 
+	/* echo + logprobs: the scheduler reports every prompt token's logprob (vLLM's prompt
+	 * logprobs); max_tokens 0 with echo scores the prompt without generating. */
+	r->prompt_lp = q->echo && (q->logprobs >= 0 || max_new == 0);
+	r->prompt0 = s->ids[0];
+	if (r->prompt_lp && srv_req_reserve_prompt(r, r->n_prompt))
+		return api_error_set(e, 500, NULL, NULL, "out of memory");
 	struct ring_req_rec rec = {
 		.id = r->id,
 		.seed = q->has_seed ? q->seed : (s->boot_rand ^ mdl_mix64(r->id)),
@@ -353,7 +406,8 @@ static int srv_admit(struct srv *s, struct sreq *r, enum api_endpoint ep, const 
 		.max_tokens = max_new,
 		.n_stop = (uint16_t)q->n_stop_ids,
 		.n_top = (uint16_t)(q->logprobs > 0 ? q->logprobs : 0),
-		.flags = q->ignore_eos ? RING_REQ_IGNORE_EOS : 0,
+		.flags = (q->ignore_eos ? RING_REQ_IGNORE_EOS : 0u) |
+			 (r->prompt_lp ? RING_REQ_PROMPT_LOGPROBS : 0u),
 	};
 	memcpy(rec.stop_ids, q->stop_ids, (size_t)q->n_stop_ids * sizeof(int32_t));
 	rc = ring_req_sp_push(s->eng.rings.req, &rec, s->ids, (uint32_t)r->n_prompt);
@@ -383,8 +437,10 @@ static int srv_stream_open(struct srv *s, struct sreq *r)
 	sse_init(&r->sse, r->req.endpoint, r->api_id, r->req.model, r->created,
 		 r->req.include_usage);
 	size_t n = sse_write_role(&r->sse, s->out, SRV_OUT_CAP);
-	if (n == 0 && r->echo_len)
+	if (n == 0 && r->echo_len && !r->prompt_lp) { /* with prompt logprobs: once they are in */
 		n = sse_write_text(&r->sse, s->out, SRV_OUT_CAP, r->echo_text, r->echo_len, NULL, 0);
+		r->echo_sent = true;
+	}
 	return n ? ing_stream_write(s->ing, r->conn, s->out, n) : 0;
 }
 
@@ -513,12 +569,19 @@ static enum api_finish srv_finish(uint8_t f)
 	}
 }
 
+static void srv_prompt_first(const struct srv *s, struct sreq *r);
+static int srv_echo_flush(struct srv *s, struct sreq *r);
+
 /* The request's answer is complete (finish known): send the last event or the whole body. */
 static void srv_complete(struct srv *s, struct sreq *r, enum api_finish fin)
 {
 	struct api_usage use = {.prompt_tokens = r->n_prompt, .completion_tokens = r->n_gen};
 	size_t n;
 
+	srv_echo_flush(s, r); /* a scoring request (max_tokens 0) has only its echo to send */
+	bool with_plp = r->prompt_lp && r->n_top >= 0;
+	if (with_plp && !r->stream)
+		srv_prompt_first(s, r);
 	/* Text held back by the stop matcher is released when no stop string matched. */
 	if (r->stop.matched < 0) {
 		n = stop_flush(&r->stop, s->stop_out, API_STOP_MAX_LEN);
@@ -551,6 +614,8 @@ static void srv_complete(struct srv *s, struct sreq *r, enum api_finish fin)
 			.n_lp = r->n_top >= 0 ? (size_t)r->n_gen : 0,
 			.prompt_text = r->echo_text,
 			.prompt_text_len = r->echo_len,
+			.prompt_lp = with_plp ? r->plp : NULL,
+			.n_prompt_lp = with_plp ? (size_t)r->n_plp : 0,
 		};
 		char *body = api_format_response(&r->req, &res, &n);
 		if (body) {
@@ -579,6 +644,58 @@ static bool srv_flushed(struct srv *s)
 }
 
 /* One generated token of a live request. */
+/* A RING_TOK_PROMPT record: the logprob of prompt token t->pos given the tokens before it. */
+static void srv_prompt_record(struct srv *s, struct sreq *r, const struct ring_tok_rec *t)
+{
+	if (!r->prompt_lp || t->pos < 1 || t->pos >= r->n_prompt)
+		return; /* not asked for, or not ours to index: ignore rather than corrupt */
+	srv_fill_lp(s, &r->plp[t->pos], r->ptop + (size_t)t->pos * RING_MAX_TOP,
+		    r->n_top > 0 ? r->n_top : 0, t);
+	if (t->pos + 1 > r->n_plp)
+		r->n_plp = t->pos + 1;
+}
+
+/* The prompt's own record: no logprob (nothing comes before it), as OpenAI and vLLM report. */
+static void srv_prompt_first(const struct srv *s, struct sreq *r)
+{
+	size_t tl;
+	struct api_logprob *lp = &r->plp[0];
+	lp->token = tok_piece(s->bm.tok, r->prompt0, &tl);
+	lp->len = lp->token ? tl : 0;
+	if (!lp->token)
+		lp->token = "";
+	lp->logprob = NAN;
+	lp->top = NULL;
+	lp->n_top = 0;
+	if (r->n_plp < 1)
+		r->n_plp = 1;
+}
+
+/* Streaming echo with prompt logprobs: one event with the prompt text and all its records, sent
+ * once they are in (before the first generated token, or at the end of a scoring request). */
+static int srv_echo_flush(struct srv *s, struct sreq *r)
+{
+	if (!r->stream || !r->echo_len || r->echo_sent)
+		return 0;
+	r->echo_sent = true;
+	bool with_lp = r->prompt_lp && r->n_top >= 0;
+	if (with_lp)
+		srv_prompt_first(s, r);
+	const struct api_logprob *lp = with_lp ? r->plp : NULL;
+	size_t n_lp = with_lp ? (size_t)r->n_plp : 0;
+	struct sse_stream before = r->sse; /* sizing advances the stream's offsets: undo it */
+	size_t need = sse_write_text(&r->sse, NULL, 0, r->echo_text, r->echo_len, lp, n_lp);
+	r->sse = before;
+	char *buf = need < SRV_OUT_CAP ? s->out : malloc(need + 1); /* a long prompt: once */
+	if (!buf)
+		return -ENOMEM;
+	sse_write_text(&r->sse, buf, need + 1, r->echo_text, r->echo_len, lp, n_lp);
+	int rc = ing_stream_write(s->ing, r->conn, buf, need);
+	if (buf != s->out)
+		free(buf);
+	return rc;
+}
+
 static void srv_token(struct srv *s, struct sreq *r, const struct ring_tok_rec *t)
 {
 	const char *piece = NULL;
@@ -587,6 +704,8 @@ static void srv_token(struct srv *s, struct sreq *r, const struct ring_tok_rec *
 	struct api_top top1[RING_MAX_TOP];
 	struct api_logprob *lp = NULL;
 
+	if (srv_echo_flush(s, r) == -ENOMEM)
+		goto oom;
 	double now = now_s();
 	if (r->n_gen == 0) {
 		r->t_first = now;
@@ -610,21 +729,7 @@ static void srv_token(struct srv *s, struct sreq *r, const struct ring_tok_rec *
 		} else {
 			lp = &lp1;
 		}
-		size_t tl;
-		lp->token = tok_piece(s->bm.tok, t->token, &tl);
-		lp->len = lp->token ? tl : 0;
-		if (!lp->token)
-			lp->token = "";
-		lp->logprob = t->logprob;
-		lp->n_top = t->n_top < r->n_top ? t->n_top : r->n_top;
-		for (int i = 0; i < lp->n_top; i++) {
-			tops[i].token = tok_piece(s->bm.tok, t->top_ids[i], &tl);
-			tops[i].len = tops[i].token ? tl : 0;
-			if (!tops[i].token)
-				tops[i].token = "";
-			tops[i].logprob = t->top_lps[i];
-		}
-		lp->top = tops;
+		srv_fill_lp(s, lp, tops, r->n_top, t);
 	}
 
 	int matched = stop_push(&r->stop, piece ? piece : "", plen, s->stop_out, STOP_OUT_CAP(plen),
@@ -681,7 +786,9 @@ static void srv_record(struct srv *s, const struct ring_tok_rec *t)
 			}
 			r->state = SREQ_DETACHED;
 		} else {
-			if (!(t->flags & RING_TOK_NOTOK))
+			if (t->flags & RING_TOK_PROMPT)
+				srv_prompt_record(s, r, t);
+			else if (!(t->flags & RING_TOK_NOTOK))
 				srv_token(s, r, t);
 			if (last && r->state == SREQ_LIVE)
 				srv_complete(s, r, srv_finish(t->finish));
@@ -896,6 +1003,8 @@ static void srv_fini(struct srv *s)
 		free(r->lp);
 		free(r->top);
 		free(r->echo_text);
+		free(r->plp);
+		free(r->ptop);
 	}
 	free(s->reqs);
 	free(s->flush);
