@@ -2,7 +2,6 @@
 /* model/config.c: config.json (Hugging Face transformers) -> struct mdl_config, validated. */
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -10,6 +9,7 @@
 #include <jansson.h>
 
 #include "mdl.h"
+#include "mdl_pvt.h"
 
 /* Sanity limits: far above any released model, low enough that products of two of them fit
  * comfortably in 64 bits and that a corrupt file is caught before it sizes an allocation. */
@@ -22,22 +22,6 @@
 #define CFG_MAX_POS          (64 * 1024 * 1024)
 #define CFG_MAX_FILE         (16 * 1024 * 1024) /* config.json; real ones are a few KB */
 
-static void cfg_err(char *err, size_t errlen, const char *file, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static void cfg_err(char *err, size_t errlen, const char *file, const char *fmt, ...)
-{
-	if (!err || errlen == 0)
-		return;
-	int n = snprintf(err, errlen, "%s: ", file);
-	if (n < 0 || (size_t)n >= errlen)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
-	va_end(ap);
-}
-
 /* Present and not null. */
 static const json_t *cfg_get(const json_t *o, const char *key)
 {
@@ -45,26 +29,38 @@ static const json_t *cfg_get(const json_t *o, const char *key)
 	return json_is_null(v) ? NULL : v;
 }
 
+/* *v <- key's value, present and not null. Returns 1 when present; 0 when absent and def_ok (the
+ * caller applies its default); -EINVAL, with the message, when absent and required. */
+static int cfg_field(const json_t *o, const char *key, const json_t **v, bool def_ok,
+                     const char *file, char *err, size_t errlen)
+{
+	*v = cfg_get(o, key);
+	if (*v)
+		return 1;
+	if (def_ok)
+		return 0;
+	mdl_err(err, errlen, file, "missing required field \"%s\"", key);
+	return -EINVAL;
+}
+
 /* An integer field in [lo, hi]. Absent: *out = def when def_ok, else an error. */
 static int cfg_int(const json_t *o, const char *key, int *out, bool def_ok, int def, long long lo,
                    long long hi, const char *file, char *err, size_t errlen)
 {
-	const json_t *v = cfg_get(o, key);
-	if (!v) {
-		if (def_ok) {
+	const json_t *v;
+	int rc = cfg_field(o, key, &v, def_ok, file, err, errlen);
+	if (rc <= 0) {
+		if (rc == 0)
 			*out = def;
-			return 0;
-		}
-		cfg_err(err, errlen, file, "missing required field \"%s\"", key);
-		return -EINVAL;
+		return rc;
 	}
 	if (!json_is_integer(v)) {
-		cfg_err(err, errlen, file, "\"%s\" must be an integer", key);
+		mdl_err(err, errlen, file, "\"%s\" must be an integer", key);
 		return -EINVAL;
 	}
 	long long x = json_integer_value(v);
 	if (x < lo || x > hi) {
-		cfg_err(err, errlen, file, "\"%s\" = %lld is out of range [%lld, %lld]", key, x, lo,
+		mdl_err(err, errlen, file, "\"%s\" = %lld is out of range [%lld, %lld]", key, x, lo,
 		        hi);
 		return -EINVAL;
 	}
@@ -76,22 +72,20 @@ static int cfg_int(const json_t *o, const char *key, int *out, bool def_ok, int 
 static int cfg_num(const json_t *o, const char *key, double *out, bool def_ok, double def,
                    double lo, double hi, const char *file, char *err, size_t errlen)
 {
-	const json_t *v = cfg_get(o, key);
-	if (!v) {
-		if (def_ok) {
+	const json_t *v;
+	int rc = cfg_field(o, key, &v, def_ok, file, err, errlen);
+	if (rc <= 0) {
+		if (rc == 0)
 			*out = def;
-			return 0;
-		}
-		cfg_err(err, errlen, file, "missing required field \"%s\"", key);
-		return -EINVAL;
+		return rc;
 	}
 	if (!json_is_number(v)) {
-		cfg_err(err, errlen, file, "\"%s\" must be a number", key);
+		mdl_err(err, errlen, file, "\"%s\" must be a number", key);
 		return -EINVAL;
 	}
 	double x = json_number_value(v);
 	if (!isfinite(x) || !(x > lo) || x > hi) {
-		cfg_err(err, errlen, file, "\"%s\" = %g is out of range (%g, %g]", key, x, lo, hi);
+		mdl_err(err, errlen, file, "\"%s\" = %g is out of range (%g, %g]", key, x, lo, hi);
 		return -EINVAL;
 	}
 	*out = x;
@@ -107,7 +101,7 @@ static int cfg_bool(const json_t *o, const char *key, bool *out, bool def, const
 		return 0;
 	}
 	if (!json_is_boolean(v)) {
-		cfg_err(err, errlen, file, "\"%s\" must be true or false", key);
+		mdl_err(err, errlen, file, "\"%s\" must be true or false", key);
 		return -EINVAL;
 	}
 	*out = json_is_true(v);
@@ -143,7 +137,7 @@ static int cfg_arch(const json_t *root, struct mdl_config *cfg, int *max_pos_def
 	if (a) {
 		if (!json_is_array(a) || json_array_size(a) == 0 ||
 		    !json_is_string(json_array_get(a, 0))) {
-			cfg_err(err, errlen, file,
+			mdl_err(err, errlen, file,
 			        "\"architectures\" must be a non-empty array of strings");
 			return -EINVAL;
 		}
@@ -151,12 +145,12 @@ static int cfg_arch(const json_t *root, struct mdl_config *cfg, int *max_pos_def
 	} else {
 		const json_t *mt = cfg_get(root, "model_type");
 		if (!mt) {
-			cfg_err(err, errlen, file,
+			mdl_err(err, errlen, file,
 			        "missing required field \"architectures\" (or \"model_type\")");
 			return -EINVAL;
 		}
 		if (!json_is_string(mt)) {
-			cfg_err(err, errlen, file, "\"model_type\" must be a string");
+			mdl_err(err, errlen, file, "\"model_type\" must be a string");
 			return -EINVAL;
 		}
 		name = json_string_value(mt);
@@ -173,7 +167,7 @@ static int cfg_arch(const json_t *root, struct mdl_config *cfg, int *max_pos_def
 			return 0;
 		}
 	}
-	cfg_err(
+	mdl_err(
 	    err, errlen, file,
 	    "unsupported architecture '%.64s' (supported: LlamaForCausalLM, MistralForCausalLM, "
 	    "Qwen2ForCausalLM, Qwen3ForCausalLM)",
@@ -213,18 +207,18 @@ static int cfg_rope(const json_t *root, struct mdl_config *cfg, const char *file
 	if (!s)
 		return 0;
 	if (!json_is_object(s)) {
-		cfg_err(err, errlen, file, "\"%s\" must be null or an object", key);
+		mdl_err(err, errlen, file, "\"%s\" must be null or an object", key);
 		return -EINVAL;
 	}
 	const json_t *t = cfg_get(s, "rope_type");
 	if (!t)
 		t = cfg_get(s, "type");
 	if (!t) {
-		cfg_err(err, errlen, file, "\"%s\" has no \"rope_type\" (or \"type\")", key);
+		mdl_err(err, errlen, file, "\"%s\" has no \"rope_type\" (or \"type\")", key);
 		return -EINVAL;
 	}
 	if (!json_is_string(t)) {
-		cfg_err(err, errlen, file, "\"%s\".rope_type must be a string", key);
+		mdl_err(err, errlen, file, "\"%s\".rope_type must be a string", key);
 		return -EINVAL;
 	}
 	const char *ty = json_string_value(t);
@@ -254,7 +248,7 @@ static int cfg_rope(const json_t *root, struct mdl_config *cfg, const char *file
 		if (rc)
 			return rc;
 		if (!(hi > lo)) {
-			cfg_err(err, errlen, file,
+			mdl_err(err, errlen, file,
 			        "\"%s\": high_freq_factor (%g) must exceed low_freq_factor (%g)",
 			        key, hi, lo);
 			return -EINVAL;
@@ -266,7 +260,7 @@ static int cfg_rope(const json_t *root, struct mdl_config *cfg, const char *file
 		r->original_max_pos = omax;
 		return 0;
 	}
-	cfg_err(err, errlen, file,
+	mdl_err(err, errlen, file,
 	        "unsupported rope type '%.32s' in \"%s\" (supported: default, linear, llama3)", ty,
 	        key);
 	return -ENOTSUP;
@@ -285,7 +279,7 @@ static int cfg_dtype(const json_t *root, struct mdl_config *cfg, const char *fil
 	if (!v)
 		return 0;
 	if (!json_is_string(v)) {
-		cfg_err(err, errlen, file, "\"%s\" must be a string", key);
+		mdl_err(err, errlen, file, "\"%s\" must be a string", key);
 		return -EINVAL;
 	}
 	const char *s = json_string_value(v);
@@ -296,7 +290,7 @@ static int cfg_dtype(const json_t *root, struct mdl_config *cfg, const char *fil
 	else if (strcmp(s, "float32") == 0 || strcmp(s, "float") == 0)
 		cfg->dtype = MDL_F32;
 	else {
-		cfg_err(err, errlen, file,
+		mdl_err(err, errlen, file,
 		        "unsupported \"%s\" '%.32s' (supported: bfloat16, float16, float32)", key,
 		        s);
 		return -ENOTSUP;
@@ -324,12 +318,12 @@ static int cfg_tokens(const json_t *root, struct mdl_config *cfg, const char *fi
 		return 0;
 	}
 	if (!json_is_array(e)) {
-		cfg_err(err, errlen, file,
+		mdl_err(err, errlen, file,
 		        "\"eos_token_id\" must be an integer or a list of integers");
 		return -EINVAL;
 	}
 	if (json_array_size(e) > MDL_MAX_EOS) {
-		cfg_err(err, errlen, file, "\"eos_token_id\" lists %zu ids, at most %d supported",
+		mdl_err(err, errlen, file, "\"eos_token_id\" lists %zu ids, at most %d supported",
 		        json_array_size(e), MDL_MAX_EOS);
 		return -EINVAL;
 	}
@@ -339,11 +333,33 @@ static int cfg_tokens(const json_t *root, struct mdl_config *cfg, const char *fi
 	{
 		if (!json_is_integer(x) || json_integer_value(x) < 0 ||
 		    json_integer_value(x) >= cfg->vocab_size) {
-			cfg_err(err, errlen, file,
+			mdl_err(err, errlen, file,
 			        "\"eos_token_id\"[%zu] is not an integer in [0, vocab_size)", i);
 			return -EINVAL;
 		}
 		cfg->eos_ids[cfg->n_eos++] = (int)json_integer_value(x);
+	}
+	return 0;
+}
+
+int mdl_json_load(const char *path, int max_bytes, json_t **root, char *err, size_t errlen)
+{
+	struct stat sb;
+	if (stat(path, &sb) != 0) {
+		int e = errno;
+		mdl_err(err, errlen, path, "cannot open: %s", strerror(e));
+		return -e;
+	}
+	if (!S_ISREG(sb.st_mode) || sb.st_size > max_bytes) {
+		mdl_err(err, errlen, path, "not a regular file of at most %d bytes", max_bytes);
+		return -EINVAL;
+	}
+	json_error_t je;
+	*root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+	if (!*root) {
+		mdl_err(err, errlen, path, "invalid JSON: %s (line %d, column %d)", je.text,
+		        je.line, je.column);
+		return -EINVAL;
 	}
 	return 0;
 }
@@ -353,27 +369,13 @@ int mdl_config_load(struct mdl_config *cfg, const char *path, char *err, size_t 
 	if (err && errlen)
 		err[0] = '\0';
 	memset(cfg, 0, sizeof(*cfg));
-	struct stat sb;
-	if (stat(path, &sb) != 0) {
-		int e = errno;
-		cfg_err(err, errlen, path, "cannot open: %s", strerror(e));
-		return -e;
-	}
-	if (!S_ISREG(sb.st_mode) || sb.st_size > CFG_MAX_FILE) {
-		cfg_err(err, errlen, path, "not a regular file of at most %d bytes", CFG_MAX_FILE);
-		return -EINVAL;
-	}
-	json_error_t je;
-	json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
-	if (!root) {
-		cfg_err(err, errlen, path, "invalid JSON: %s (line %d, column %d)", je.text,
-		        je.line, je.column);
-		return -EINVAL;
-	}
-	int rc = 0;
+	json_t *root;
+	int rc = mdl_json_load(path, CFG_MAX_FILE, &root, err, errlen);
+	if (rc)
+		return rc;
 	int max_pos_def = 2048;
 	if (!json_is_object(root)) {
-		cfg_err(err, errlen, path, "not a JSON object");
+		mdl_err(err, errlen, path, "not a JSON object");
 		rc = -EINVAL;
 		goto out;
 	}
@@ -397,14 +399,14 @@ int mdl_config_load(struct mdl_config *cfg, const char *path, char *err, size_t 
 	                  CFG_MAX_POS, f, err, errlen)))
 		goto out;
 	if (cfg->n_heads % cfg->n_kv_heads != 0) {
-		cfg_err(err, errlen, f,
+		mdl_err(err, errlen, f,
 		        "num_attention_heads (%d) is not a multiple of num_key_value_heads (%d)",
 		        cfg->n_heads, cfg->n_kv_heads);
 		rc = -EINVAL;
 		goto out;
 	}
 	if (!cfg_get(root, "head_dim") && cfg->hidden % cfg->n_heads != 0) {
-		cfg_err(err, errlen, f,
+		mdl_err(err, errlen, f,
 		        "hidden_size (%d) is not a multiple of num_attention_heads (%d) and no "
 		        "head_dim is given",
 		        cfg->hidden, cfg->n_heads);
@@ -416,7 +418,7 @@ int mdl_config_load(struct mdl_config *cfg, const char *path, char *err, size_t 
 	if (rc)
 		goto out;
 	if (cfg->head_dim % 2 != 0) {
-		cfg_err(err, errlen, f, "head_dim (%d) must be even for rotary embeddings",
+		mdl_err(err, errlen, f, "head_dim (%d) must be even for rotary embeddings",
 		        cfg->head_dim);
 		rc = -EINVAL;
 		goto out;
@@ -440,14 +442,14 @@ int mdl_config_load(struct mdl_config *cfg, const char *path, char *err, size_t 
 	    (rc = cfg_bool(root, "use_sliding_window", &sw, false, f, err, errlen)))
 		goto out;
 	if (cfg->arch != MDL_ARCH_QWEN2 && (ab || mb)) {
-		cfg_err(err, errlen, f,
+		mdl_err(err, errlen, f,
 		        "\"%s\": true is not supported (o_proj/MLP biases are not implemented)",
 		        ab ? "attention_bias" : "mlp_bias");
 		rc = -ENOTSUP;
 		goto out;
 	}
 	if (sw) {
-		cfg_err(err, errlen, f, "\"use_sliding_window\": true is not supported");
+		mdl_err(err, errlen, f, "\"use_sliding_window\": true is not supported");
 		rc = -ENOTSUP;
 		goto out;
 	}

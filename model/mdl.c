@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* model/mdl.c: open a Hugging Face model directory and bind every tensor the architecture needs. */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +10,7 @@
 #include <jansson.h>
 
 #include "mdl.h"
+#include "mdl_pvt.h"
 #include "safetensors.h"
 
 #define MDL_MAX_SHARDS     4096
@@ -31,22 +31,6 @@ struct mdl_bind {
 	char *err;
 	size_t errlen;
 };
-
-static void mdl_err(char *err, size_t errlen, const char *file, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static void mdl_err(char *err, size_t errlen, const char *file, const char *fmt, ...)
-{
-	if (!err || errlen == 0)
-		return;
-	int n = snprintf(err, errlen, "%s: ", file);
-	if (n < 0 || (size_t)n >= errlen)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
-	va_end(ap);
-}
 
 static bool mdl_file_exists(const char *path)
 {
@@ -90,19 +74,10 @@ static void mdl_files_free(struct mdl_files *fs)
 static int mdl_open_index(struct mdl_files *fs, const char *dir, const char *index_path,
                           json_t **root_out, const json_t **wmap_out, char *err, size_t errlen)
 {
-	struct stat sb;
-	if (stat(index_path, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size > MDL_MAX_INDEX) {
-		mdl_err(err, errlen, index_path, "not a regular file of at most %d bytes",
-		        MDL_MAX_INDEX);
-		return -EINVAL;
-	}
-	json_error_t je;
-	json_t *root = json_load_file(index_path, JSON_REJECT_DUPLICATES, &je);
-	if (!root) {
-		mdl_err(err, errlen, index_path, "invalid JSON: %s (line %d, column %d)", je.text,
-		        je.line, je.column);
-		return -EINVAL;
-	}
+	json_t *root;
+	int rc = mdl_json_load(index_path, MDL_MAX_INDEX, &root, err, errlen);
+	if (rc)
+		return rc;
 	*root_out = root;
 	const json_t *wmap = json_is_object(root) ? json_object_get(root, "weight_map") : NULL;
 	if (!json_is_object(wmap)) {
@@ -148,7 +123,7 @@ static int mdl_open_index(struct mdl_files *fs, const char *dir, const char *ind
 		}
 		char path[MDL_PATH_MAX];
 		snprintf(path, sizeof(path), "%s/%s", dir, shard);
-		int rc = mdl_files_add(fs, path, err, errlen);
+		rc = mdl_files_add(fs, path, err, errlen);
 		if (rc)
 			return rc;
 	}

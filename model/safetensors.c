@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +14,7 @@
 #include <jansson.h>
 
 #include "safetensors.h"
+#include "mdl_pvt.h"
 
 struct st_dtype {
 	const char *name;
@@ -30,22 +30,6 @@ static const struct st_dtype st_dtypes[] = {
     {"BOOL", -1, 8},      {"F8_E4M3", -1, 8},   {"F8_E5M2", -1, 8},     {"F8_E8M0", -1, 8},
     {"F6_E2M3", -1, 6},   {"F6_E3M2", -1, 6},   {"F4", -1, 4},          {"C64", -1, 64},
 };
-
-static void st_err(char *err, size_t errlen, const char *file, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static void st_err(char *err, size_t errlen, const char *file, const char *fmt, ...)
-{
-	if (!err || errlen == 0)
-		return;
-	int n = snprintf(err, errlen, "%s: ", file);
-	if (n < 0 || (size_t)n >= errlen)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
-	va_end(ap);
-}
 
 static const struct st_dtype *st_dtype_lookup(const char *s)
 {
@@ -89,33 +73,33 @@ static int st_parse_entry(struct mdl_st_file *f, struct mdl_st_tensor *t, const 
 {
 	const char *nm = t->name;
 	if (!json_is_object(v)) {
-		st_err(err, errlen, f->path, "tensor '%s': entry is not a JSON object", nm);
+		mdl_err(err, errlen, f->path, "tensor '%s': entry is not a JSON object", nm);
 		return -EINVAL;
 	}
 	const json_t *jd = json_object_get(v, "dtype");
 	const json_t *js = json_object_get(v, "shape");
 	const json_t *jo = json_object_get(v, "data_offsets");
 	if (!json_is_string(jd)) {
-		st_err(err, errlen, f->path, "tensor '%s': \"dtype\" missing or not a string", nm);
+		mdl_err(err, errlen, f->path, "tensor '%s': \"dtype\" missing or not a string", nm);
 		return -EINVAL;
 	}
 	const struct st_dtype *dt = st_dtype_lookup(json_string_value(jd));
 	if (!dt) {
-		st_err(err, errlen, f->path, "tensor '%s': unknown dtype '%.32s'", nm,
-		       json_string_value(jd));
+		mdl_err(err, errlen, f->path, "tensor '%s': unknown dtype '%.32s'", nm,
+		        json_string_value(jd));
 		return -EINVAL;
 	}
 	t->dtype = dt->dtype;
 	snprintf(t->dtype_str, sizeof(t->dtype_str), "%s", dt->name);
 
 	if (!json_is_array(js)) {
-		st_err(err, errlen, f->path, "tensor '%s': \"shape\" missing or not an array", nm);
+		mdl_err(err, errlen, f->path, "tensor '%s': \"shape\" missing or not an array", nm);
 		return -EINVAL;
 	}
 	size_t nd = json_array_size(js);
 	if (nd > MDL_MAX_DIMS) {
-		st_err(err, errlen, f->path, "tensor '%s': %zu dims, at most %d supported", nm, nd,
-		       MDL_MAX_DIMS);
+		mdl_err(err, errlen, f->path, "tensor '%s': %zu dims, at most %d supported", nm, nd,
+		        MDL_MAX_DIMS);
 		return -EINVAL;
 	}
 	t->ndim = (int)nd;
@@ -124,8 +108,8 @@ static int st_parse_entry(struct mdl_st_file *f, struct mdl_st_tensor *t, const 
 	for (size_t i = 0; i < nd; i++) {
 		uint64_t d;
 		if (!st_get_u64(json_array_get(js, i), &d)) {
-			st_err(err, errlen, f->path,
-			       "tensor '%s': shape[%zu] is not a non-negative integer", nm, i);
+			mdl_err(err, errlen, f->path,
+			        "tensor '%s': shape[%zu] is not a non-negative integer", nm, i);
 			return -EINVAL;
 		}
 		t->shape[i] = (int64_t)d; /* d <= INT64_MAX: it came from a json_int_t >= 0 */
@@ -134,46 +118,46 @@ static int st_parse_entry(struct mdl_st_file *f, struct mdl_st_tensor *t, const 
 	}
 	uint64_t bits = 0;
 	if (overflow || __builtin_mul_overflow(numel, (uint64_t)dt->bits, &bits)) {
-		st_err(err, errlen, f->path, "tensor '%s': shape product overflows 64 bits", nm);
+		mdl_err(err, errlen, f->path, "tensor '%s': shape product overflows 64 bits", nm);
 		return -EOVERFLOW;
 	}
 	if (bits % 8 != 0) {
-		st_err(err, errlen, f->path,
-		       "tensor '%s': %" PRIu64 " elements of %s do not fill whole bytes", nm, numel,
-		       dt->name);
+		mdl_err(err, errlen, f->path,
+		        "tensor '%s': %" PRIu64 " elements of %s do not fill whole bytes", nm,
+		        numel, dt->name);
 		return -EINVAL;
 	}
 	uint64_t need = bits / 8;
 
 	if (!json_is_array(jo) || json_array_size(jo) != 2) {
-		st_err(err, errlen, f->path,
-		       "tensor '%s': \"data_offsets\" missing or not an array of 2 integers", nm);
+		mdl_err(err, errlen, f->path,
+		        "tensor '%s': \"data_offsets\" missing or not an array of 2 integers", nm);
 		return -EINVAL;
 	}
 	if (!st_get_u64(json_array_get(jo, 0), &t->begin) ||
 	    !st_get_u64(json_array_get(jo, 1), &t->end)) {
-		st_err(err, errlen, f->path,
-		       "tensor '%s': data_offsets are not non-negative integers", nm);
+		mdl_err(err, errlen, f->path,
+		        "tensor '%s': data_offsets are not non-negative integers", nm);
 		return -EINVAL;
 	}
 	if (t->end < t->begin) {
-		st_err(err, errlen, f->path,
-		       "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] end before begin", nm,
-		       t->begin, t->end);
+		mdl_err(err, errlen, f->path,
+		        "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] end before begin", nm,
+		        t->begin, t->end);
 		return -EINVAL;
 	}
 	if (t->end > f->buf_len) {
-		st_err(err, errlen, f->path,
-		       "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64
-		       "] out of range (data buffer is %zu bytes; file truncated?)",
-		       nm, t->begin, t->end, f->buf_len);
+		mdl_err(err, errlen, f->path,
+		        "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64
+		        "] out of range (data buffer is %zu bytes; file truncated?)",
+		        nm, t->begin, t->end, f->buf_len);
 		return -EINVAL;
 	}
 	if (t->end - t->begin != need) {
-		st_err(err, errlen, f->path,
-		       "tensor '%s': size mismatch: shape needs %" PRIu64
-		       " bytes of %s but data_offsets span %" PRIu64,
-		       nm, need, dt->name, t->end - t->begin);
+		mdl_err(err, errlen, f->path,
+		        "tensor '%s': size mismatch: shape needs %" PRIu64
+		        " bytes of %s but data_offsets span %" PRIu64,
+		        nm, need, dt->name, t->end - t->begin);
 		return -EINVAL;
 	}
 	t->data = f->buf + t->begin;
@@ -184,7 +168,7 @@ static int st_parse_entry(struct mdl_st_file *f, struct mdl_st_tensor *t, const 
 static int st_check_metadata(struct mdl_st_file *f, const json_t *v, char *err, size_t errlen)
 {
 	if (!json_is_object(v)) {
-		st_err(err, errlen, f->path, "\"__metadata__\" is not a JSON object");
+		mdl_err(err, errlen, f->path, "\"__metadata__\" is not a JSON object");
 		return -EINVAL;
 	}
 	const char *k;
@@ -192,8 +176,8 @@ static int st_check_metadata(struct mdl_st_file *f, const json_t *v, char *err, 
 	json_object_foreach((json_t *)v, k, mv)
 	{
 		if (!json_is_string(mv)) {
-			st_err(err, errlen, f->path, "\"__metadata__\" value '%s' is not a string",
-			       k);
+			mdl_err(err, errlen, f->path, "\"__metadata__\" value '%s' is not a string",
+			        k);
 			return -EINVAL;
 		}
 	}
@@ -211,33 +195,33 @@ static int st_check_coverage(struct mdl_st_file *f, char *err, size_t errlen)
 	for (size_t i = 0; i < f->n_tensors; i++) {
 		const struct mdl_st_tensor *t = &f->tensors[i];
 		if (t->begin < pos) {
-			st_err(err, errlen, f->path,
-			       "tensors '%s' and '%s' overlap (byte %" PRIu64 " < %" PRIu64 ")",
-			       prev, t->name, t->begin, pos);
+			mdl_err(err, errlen, f->path,
+			        "tensors '%s' and '%s' overlap (byte %" PRIu64 " < %" PRIu64 ")",
+			        prev, t->name, t->begin, pos);
 			return -EINVAL;
 		}
 		if (t->begin > pos) {
-			st_err(err, errlen, f->path,
-			       "hole of %" PRIu64 " bytes before tensor '%s' (the format requires "
-			       "tensors to cover the data buffer without gaps)",
-			       t->begin - pos, t->name);
+			mdl_err(err, errlen, f->path,
+			        "hole of %" PRIu64 " bytes before tensor '%s' (the format requires "
+			        "tensors to cover the data buffer without gaps)",
+			        t->begin - pos, t->name);
 			return -EINVAL;
 		}
 		pos = t->end;
 		prev = t->name;
 	}
 	if (pos != f->buf_len) {
-		st_err(err, errlen, f->path,
-		       "%" PRIu64 " bytes after the last tensor are not covered by any tensor",
-		       (uint64_t)f->buf_len - pos);
+		mdl_err(err, errlen, f->path,
+		        "%" PRIu64 " bytes after the last tensor are not covered by any tensor",
+		        (uint64_t)f->buf_len - pos);
 		return -EINVAL;
 	}
 	if (f->n_tensors > 1)
 		qsort(f->tensors, f->n_tensors, sizeof(*f->tensors), st_cmp_names);
 	for (size_t i = 1; i < f->n_tensors; i++) {
 		if (strcmp(f->tensors[i - 1].name, f->tensors[i].name) == 0) {
-			st_err(err, errlen, f->path, "duplicate tensor name '%s'",
-			       f->tensors[i].name);
+			mdl_err(err, errlen, f->path, "duplicate tensor name '%s'",
+			        f->tensors[i].name);
 			return -EINVAL;
 		}
 	}
@@ -248,28 +232,28 @@ static int st_check_coverage(struct mdl_st_file *f, char *err, size_t errlen)
 static int st_parse(struct mdl_st_file *f, const uint8_t *p, size_t len, char *err, size_t errlen)
 {
 	if (len < 8) {
-		st_err(err, errlen, f->path,
-		       "truncated: %zu bytes, need at least 8 for the header length", len);
+		mdl_err(err, errlen, f->path,
+		        "truncated: %zu bytes, need at least 8 for the header length", len);
 		return -EINVAL;
 	}
 	uint64_t hlen = 0;
 	for (int i = 7; i >= 0; i--)
 		hlen = (hlen << 8) | p[i];
 	if (hlen > MDL_ST_MAX_HEADER) {
-		st_err(err, errlen, f->path,
-		       "header length %" PRIu64 " exceeds the %u byte limit (corrupt file?)", hlen,
-		       MDL_ST_MAX_HEADER);
+		mdl_err(err, errlen, f->path,
+		        "header length %" PRIu64 " exceeds the %u byte limit (corrupt file?)", hlen,
+		        MDL_ST_MAX_HEADER);
 		return -EINVAL;
 	}
 	if (hlen > len - 8) {
-		st_err(err, errlen, f->path,
-		       "header length %" PRIu64 " points past the end of the file (%zu bytes; "
-		       "truncated?)",
-		       hlen, len);
+		mdl_err(err, errlen, f->path,
+		        "header length %" PRIu64 " points past the end of the file (%zu bytes; "
+		        "truncated?)",
+		        hlen, len);
 		return -EINVAL;
 	}
 	if (hlen < 2 || p[8] != '{') {
-		st_err(err, errlen, f->path, "header is not a JSON object (must start with '{')");
+		mdl_err(err, errlen, f->path, "header is not a JSON object (must start with '{')");
 		return -EINVAL;
 	}
 	f->buf = p + 8 + hlen;
@@ -279,16 +263,17 @@ static int st_parse(struct mdl_st_file *f, const uint8_t *p, size_t len, char *e
 	json_t *root = json_loadb((const char *)p + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &je);
 	if (!root) {
 		if (strstr(je.text, "duplicate object key"))
-			st_err(err, errlen, f->path, "duplicate tensor name in header: %s",
-			       je.text);
+			mdl_err(err, errlen, f->path, "duplicate tensor name in header: %s",
+			        je.text);
 		else
-			st_err(err, errlen, f->path, "invalid JSON header: %s (line %d, column %d)",
-			       je.text, je.line, je.column);
+			mdl_err(err, errlen, f->path,
+			        "invalid JSON header: %s (line %d, column %d)", je.text, je.line,
+			        je.column);
 		return -EINVAL;
 	}
 	int rc = 0;
 	if (!json_is_object(root)) {
-		st_err(err, errlen, f->path, "header is not a JSON object");
+		mdl_err(err, errlen, f->path, "header is not a JSON object");
 		rc = -EINVAL;
 		goto out;
 	}
@@ -298,7 +283,7 @@ static int st_parse(struct mdl_st_file *f, const uint8_t *p, size_t len, char *e
 	if (n > 0) {
 		f->tensors = calloc(n, sizeof(*f->tensors));
 		if (!f->tensors) {
-			st_err(err, errlen, f->path, "out of memory for %zu tensor entries", n);
+			mdl_err(err, errlen, f->path, "out of memory for %zu tensor entries", n);
 			rc = -ENOMEM;
 			goto out;
 		}
@@ -316,7 +301,7 @@ static int st_parse(struct mdl_st_file *f, const uint8_t *p, size_t len, char *e
 		struct mdl_st_tensor *t = &f->tensors[f->n_tensors];
 		t->name = strdup(key);
 		if (!t->name) {
-			st_err(err, errlen, f->path, "out of memory");
+			mdl_err(err, errlen, f->path, "out of memory");
 			rc = -ENOMEM;
 			goto out;
 		}
@@ -347,7 +332,7 @@ int mdl_st_open_mem(struct mdl_st_file **out, const void *buf, size_t len, const
 		err[0] = '\0';
 	struct mdl_st_file *f = st_new(label);
 	if (!f) {
-		st_err(err, errlen, label, "out of memory");
+		mdl_err(err, errlen, label, "out of memory");
 		return -ENOMEM;
 	}
 	int rc = st_parse(f, buf, len, err, errlen);
@@ -367,36 +352,36 @@ int mdl_st_open(struct mdl_st_file **out, const char *path, char *err, size_t er
 	int rc;
 	struct mdl_st_file *f = st_new(path);
 	if (!f) {
-		st_err(err, errlen, path, "out of memory");
+		mdl_err(err, errlen, path, "out of memory");
 		return -ENOMEM;
 	}
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not block us */
 	if (fd < 0) {
 		rc = -errno;
-		st_err(err, errlen, path, "cannot open: %s", strerror(errno));
+		mdl_err(err, errlen, path, "cannot open: %s", strerror(errno));
 		goto fail;
 	}
 	struct stat sb;
 	if (fstat(fd, &sb) < 0) {
 		rc = -errno;
-		st_err(err, errlen, path, "cannot stat: %s", strerror(errno));
+		mdl_err(err, errlen, path, "cannot stat: %s", strerror(errno));
 		goto fail;
 	}
 	if (!S_ISREG(sb.st_mode)) {
 		rc = -EINVAL;
-		st_err(err, errlen, path, "not a regular file");
+		mdl_err(err, errlen, path, "not a regular file");
 		goto fail;
 	}
 	if (sb.st_size < 8) {
 		rc = -EINVAL;
-		st_err(err, errlen, path,
-		       "truncated: %lld bytes, need at least 8 for the header length",
-		       (long long)sb.st_size);
+		mdl_err(err, errlen, path,
+		        "truncated: %lld bytes, need at least 8 for the header length",
+		        (long long)sb.st_size);
 		goto fail;
 	}
 	if ((uint64_t)sb.st_size > SIZE_MAX) {
 		rc = -EFBIG;
-		st_err(err, errlen, path, "file too large to map");
+		mdl_err(err, errlen, path, "file too large to map");
 		goto fail;
 	}
 	f->map_len = (size_t)sb.st_size;
@@ -404,7 +389,8 @@ int mdl_st_open(struct mdl_st_file **out, const char *path, char *err, size_t er
 	if (f->map == MAP_FAILED) {
 		f->map = NULL;
 		rc = -errno;
-		st_err(err, errlen, path, "cannot mmap %zu bytes: %s", f->map_len, strerror(errno));
+		mdl_err(err, errlen, path, "cannot mmap %zu bytes: %s", f->map_len,
+		        strerror(errno));
 		goto fail;
 	}
 	close(fd);
@@ -454,21 +440,21 @@ int mdl_st_view(const struct mdl_st_file *f, const char *name, struct mdl_tensor
 {
 	const struct mdl_st_tensor *t = mdl_st_find(f, name);
 	if (!t) {
-		st_err(err, errlen, f->path, "missing tensor '%s'", name);
+		mdl_err(err, errlen, f->path, "missing tensor '%s'", name);
 		return -ENOENT;
 	}
 	if (t->dtype < 0) {
-		st_err(err, errlen, f->path,
-		       "tensor '%s': dtype %s is not supported (F32, F16 or BF16 only)", name,
-		       t->dtype_str);
+		mdl_err(err, errlen, f->path,
+		        "tensor '%s': dtype %s is not supported (F32, F16 or BF16 only)", name,
+		        t->dtype_str);
 		return -ENOTSUP;
 	}
 	size_t esz = mdl_dtype_size((enum mdl_dtype)t->dtype);
 	if (t->nbytes > 0 && (uintptr_t)t->data % esz != 0) {
-		st_err(err, errlen, f->path,
-		       "tensor '%s': data is not aligned to its %zu-byte elements (header length "
-		       "not padded to a multiple of 8)",
-		       name, esz);
+		mdl_err(err, errlen, f->path,
+		        "tensor '%s': data is not aligned to its %zu-byte elements (header length "
+		        "not padded to a multiple of 8)",
+		        name, esz);
 		return -EINVAL;
 	}
 	memset(out, 0, sizeof(*out));

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "mdl_pvt.h"
 #include "st_writer.h"
 
 #define STW_NAME_MAX 255
@@ -40,17 +41,13 @@ struct mdl_stw {
 static int stw_err(char *err, size_t errlen, int rc, const char *path, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 
+/* mdl_err() that returns rc, for `return stw_err(...)`. */
 static int stw_err(char *err, size_t errlen, int rc, const char *path, const char *fmt, ...)
 {
-	if (err && errlen) {
-		int k = snprintf(err, errlen, "%s: ", path);
-		if (k >= 0 && (size_t)k < errlen) {
-			va_list ap;
-			va_start(ap, fmt);
-			vsnprintf(err + k, errlen - (size_t)k, fmt, ap);
-			va_end(ap);
-		}
-	}
+	va_list ap;
+	va_start(ap, fmt);
+	mdl_verr(err, errlen, path, fmt, ap);
+	va_end(ap);
 	return rc;
 }
 

@@ -360,21 +360,6 @@ static int encode_piece(struct tok_enc *e, const uint8_t *p, size_t n, struct si
 	return 0;
 }
 
-static int grow(char **buf, size_t *cap, size_t need)
-{
-	if (need <= *cap)
-		return 0;
-	size_t c = *cap ? *cap : 4096;
-	while (c < need)
-		c *= 2;
-	char *b = realloc(*buf, c);
-	if (!b)
-		return -ENOMEM;
-	*buf = b;
-	*cap = c;
-	return 0;
-}
-
 static int encode_section(struct tok_enc *e, const uint8_t *s, size_t n, struct sink *k)
 {
 	const struct tok *t = e->t;
@@ -388,7 +373,7 @@ static int encode_section(struct tok_enc *e, const uint8_t *s, size_t n, struct 
 	}
 	if (tok_unlikely(t->add_prefix_space && s[0] != ' ')) {
 		/* HF ByteLevel(add_prefix_space): the section gets a leading space */
-		rc = grow(&e->pfx, &e->pfx_cap, n + 1);
+		rc = tok_grow_bytes(&e->pfx, &e->pfx_cap, n + 1);
 		if (rc)
 			return rc;
 		e->pfx[0] = ' ';
@@ -446,7 +431,7 @@ ssize_t tok_encode(struct tok_enc *e, const char *text, size_t len, int32_t *ids
 	struct sink k = {ids, cap, 0};
 	int rc;
 	if (tok_unlikely(tok_utf8_valid_prefix(s, len) != len)) {
-		rc = grow(&e->fix, &e->fix_cap, 3 * len + 1);
+		rc = tok_grow_bytes(&e->fix, &e->fix_cap, 3 * len + 1);
 		if (rc)
 			return rc;
 		len = tok_utf8_repair(s, len, (uint8_t *)e->fix);

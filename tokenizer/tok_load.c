@@ -210,23 +210,34 @@ static int pair_put(struct tok *t, int32_t a, int32_t b, uint32_t prio, int32_t 
 	return 0;
 }
 
+/* What BPE over each token's own bytes needs at load: an encoder on t and room for the parts
+ * tok_bpe_bytes() leaves (at most max_len). The caller frees *parts and destroys *e. */
+static int bpe_scratch(struct tok *t, struct tok_enc **e, int32_t **parts)
+{
+	int rc = tok_enc_create(e, t);
+	if (rc)
+		return rc;
+	*parts = malloc(((size_t)t->max_len + 1) * sizeof(**parts));
+	if (!*parts) {
+		tok_enc_destroy(*e);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
 /* tiktoken: for each token in rank order, BPE over its bytes with only lower ranks; two parts
  * left = the merge that makes it. Tokens that end in more parts are reachable only whole. */
 static int derive_merges(struct ld *l)
 {
 	struct tok *t = l->t;
 	struct tok_enc *e;
+	int32_t *parts;
 	int rc = pairs_init(t, (size_t)t->n_vocab);
 	if (rc)
 		return rc;
-	rc = tok_enc_create(&e, t);
+	rc = bpe_scratch(t, &e, &parts);
 	if (rc)
 		return rc;
-	int32_t *parts = malloc(((size_t)t->max_len + 1) * sizeof(*parts));
-	if (!parts) {
-		tok_enc_destroy(e);
-		return -ENOMEM;
-	}
 	for (int id = 0; id < t->n_vocab && !rc; id++) {
 		if (t->kind[id] != TOK_KIND_NORMAL)
 			continue;
@@ -249,14 +260,10 @@ static int derive_merges(struct ld *l)
 static int compute_whole_ok(struct tok *t)
 {
 	struct tok_enc *e;
-	int rc = tok_enc_create(&e, t);
+	int32_t *parts;
+	int rc = bpe_scratch(t, &e, &parts);
 	if (rc)
 		return rc;
-	int32_t *parts = malloc(((size_t)t->max_len + 1) * sizeof(*parts));
-	if (!parts) {
-		tok_enc_destroy(e);
-		return -ENOMEM;
-	}
 	for (int id = 0; id < t->n_vocab; id++) {
 		if (t->kind[id] != TOK_KIND_NORMAL || tok_lookup_bytes(t, t->arena + t->off[id],
 								      t->len[id]) != id)

@@ -151,21 +151,6 @@ static size_t find_unsafe(const uint8_t *s, size_t n, size_t i)
 	}
 }
 
-static int grow_bytes(char **buf, size_t *cap, size_t need)
-{
-	if (need <= *cap)
-		return 0;
-	size_t c = *cap ? *cap : 4096;
-	while (c < need)
-		c *= 2;
-	char *b = realloc(*buf, c);
-	if (!b)
-		return -ENOMEM;
-	*buf = b;
-	*cap = c;
-	return 0;
-}
-
 /* Full libutf8proc NFC of s[0..n) appended to e->nfc at *o. */
 static int nfc_span(struct tok_enc *e, const uint8_t *s, size_t n, size_t *o)
 {
@@ -189,7 +174,7 @@ static int nfc_span(struct tok_enc *e, const uint8_t *s, size_t n, size_t *o)
 		r = utf8proc_normalize_utf32(e->u32, r, UTF8PROC_STABLE | UTF8PROC_COMPOSE);
 		if (r < 0)
 			return -EINVAL;
-		int rc = grow_bytes(&e->nfc, &e->nfc_cap, *o + (size_t)r * 4 + 1);
+		int rc = tok_grow_bytes(&e->nfc, &e->nfc_cap, *o + (size_t)r * 4 + 1);
 		if (rc)
 			return rc;
 		for (utf8proc_ssize_t j = 0; j < r; j++)
@@ -227,7 +212,7 @@ int tok_nfc(struct tok_enc *e, const uint8_t *s, size_t n, const uint8_t **out, 
 		v += l;
 		while (v < n && unsafe_at(s, v, &l))
 			v += l;
-		int rc = grow_bytes(&e->nfc, &e->nfc_cap, o + (a - done) + 1);
+		int rc = tok_grow_bytes(&e->nfc, &e->nfc_cap, o + (a - done) + 1);
 		if (rc)
 			return rc;
 		memcpy(e->nfc + o, s + done, a - done);
@@ -238,7 +223,7 @@ int tok_nfc(struct tok_enc *e, const uint8_t *s, size_t n, const uint8_t **out, 
 		done = v;
 		u = find_unsafe(s, n, v);
 	}
-	int rc = grow_bytes(&e->nfc, &e->nfc_cap, o + (n - done) + 1);
+	int rc = tok_grow_bytes(&e->nfc, &e->nfc_cap, o + (n - done) + 1);
 	if (rc)
 		return rc;
 	memcpy(e->nfc + o, s + done, n - done);

@@ -129,6 +129,18 @@ static inline size_t run(const uint8_t *s, size_t len, size_t i, unsigned m)
 	return i;
 }
 
+/* \p{N}{1,max} whose first digit ends at nx: the end after up to max - 1 more digits. */
+static inline size_t digits(const uint8_t *s, size_t len, size_t nx, int max)
+{
+	for (int d = 1; d < max && nx < len; d++) {
+		size_t n2;
+		if (!(cls_at(s, nx, &n2) & CL_N))
+			break;
+		nx = n2;
+	}
+	return nx;
+}
+
 static inline bool is_other(unsigned k)
 {
 	return !(k & (CL_L | CL_N | CL_WS));
@@ -275,15 +287,8 @@ static size_t scan_cl100k(const uint8_t *s, size_t len, size_t i, int ndig)
 		if (cls_at(s, nx, &n2) & CL_L)
 			return run(s, len, n2, CL_L);
 	}
-	if (k & CL_N) {
-		for (int d = 1; d < ndig && nx < len; d++) {
-			size_t n2;
-			if (!(cls_at(s, nx, &n2) & CL_N))
-				break;
-			nx = n2;
-		}
-		return nx;
-	}
+	if (k & CL_N)
+		return digits(s, len, nx, ndig);
 	e = punct(s, len, i, false);
 	if (e)
 		return e;
@@ -347,15 +352,8 @@ static size_t scan_o200k(const uint8_t *s, size_t len, size_t i)
 		return e;
 	if ((e = o200k_a2(s, len, i)))
 		return e;
-	if (k & CL_N) {
-		for (int d = 1; d < 3 && nx < len; d++) {
-			size_t n2;
-			if (!(cls_at(s, nx, &n2) & CL_N))
-				break;
-			nx = n2;
-		}
-		return nx;
-	}
+	if (k & CL_N)
+		return digits(s, len, nx, 3);
 	e = punct(s, len, i, true);
 	if (e)
 		return e;

@@ -22,10 +22,30 @@
 
 #include "tok.h"
 
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define tok_likely(x)	__builtin_expect(!!(x), 1)
 #define tok_unlikely(x) __builtin_expect(!!(x), 0)
+
+/* Grows a scratch byte buffer of a struct tok_enc (fix, nfc, pfx) to at least need bytes:
+ * doubling from 4 KiB, so growth is amortised and stops once the longest input has been seen.
+ * Returns 0 or -ENOMEM (then *buf and *cap are unchanged). */
+static inline int tok_grow_bytes(char **buf, size_t *cap, size_t need)
+{
+	if (need <= *cap)
+		return 0;
+	size_t c = *cap ? *cap : 4096;
+	while (c < need)
+		c *= 2;
+	char *b = realloc(*buf, c);
+	if (!b)
+		return -ENOMEM;
+	*buf = b;
+	*cap = c;
+	return 0;
+}
 
 /* a[0..n) == b[0..n): pieces are short (median ~4 bytes), where a libc memcmp call costs more
  * than the compare; up to 16 bytes with two overlapping loads per side, longer ones via memcmp. */

@@ -13,18 +13,8 @@
 #include <string.h>
 
 #include "api.h"
+#include "check.h"
 #include "sse.h"
-
-static int fails;
-#define CHECK(c, ...)                                                                              \
-	do {                                                                                       \
-		if (!(c)) {                                                                        \
-			fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                       \
-			fprintf(stderr, __VA_ARGS__);                                              \
-			fputc('\n', stderr);                                                       \
-			fails++;                                                                   \
-		}                                                                                  \
-	} while (0)
 
 static const char *const names[] = {"offpath-test", "alias"};
 static const struct api_config cfg = {names, 2, 1000, 128};
@@ -474,10 +464,8 @@ int main(void)
 	test_good();
 	test_sse();
 	test_response();
-	if (fails) {
-		fprintf(stderr, "%d failures\n", fails);
+	if (check_exit())
 		return 1;
-	}
 	printf("test_api: ok (%zu error cases)\n", sizeof(bads) / sizeof(bads[0]));
 	return 0;
 }

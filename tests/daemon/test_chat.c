@@ -16,27 +16,16 @@
 #include <unistd.h>
 
 #include "chat.h"
+#include "check.h"
+#include "files.h"
+#include "rng.h"
 
 #define CASES_PER_TEMPLATE 300
 
-static int fails;
-#define CHECK(c, ...)                                                                              \
-	do {                                                                                       \
-		if (!(c)) {                                                                        \
-			fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                       \
-			fprintf(stderr, __VA_ARGS__);                                              \
-			fputc('\n', stderr);                                                       \
-			fails++;                                                                   \
-		}                                                                                  \
-	} while (0)
-
-static unsigned long long rng = 0x2545F4914F6CDD1Dull;
+static uint64_t rng = 0x2545F4914F6CDD1Dull;
 static unsigned rnd(unsigned n)
 {
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return (unsigned)(rng % n);
+	return (unsigned)(test_rng_next(&rng) % n);
 }
 
 struct tpl {
@@ -46,28 +35,6 @@ struct tpl {
 	enum chat_family want;
 	struct chat_template t;
 };
-
-static char *slurp(const char *path)
-{
-	FILE *f = fopen(path, "rb");
-	char *buf;
-	long n;
-
-	if (!f)
-		return NULL;
-	fseek(f, 0, SEEK_END);
-	n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	buf = malloc((size_t)n + 1);
-	if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-		free(buf);
-		buf = NULL;
-	}
-	if (buf)
-		buf[n] = '\0';
-	fclose(f);
-	return buf;
-}
 
 static const char *const pieces[] = {
 	" ", "\n", "\n\n", "\t", "\xC2\xA0", "\xE3\x80\x80", "\xE2\x80\xA8", "\x0B", "\x1C",
@@ -190,7 +157,7 @@ int main(void)
 	}
 	for (i = 1; i < nt; i++) {
 		snprintf(path, sizeof(path), "%s/tests/daemon/templates/%s", src, tpls[i].name);
-		tpls[i].src = slurp(path);
+		tpls[i].src = test_slurp(path, NULL);
 		if (tpls[i].src)
 			CHECK(chat_template_detect(&tpls[i].t, tpls[i].src, tpls[i].bos) == 0,
 			      "detect %s", tpls[i].name);
@@ -264,7 +231,7 @@ int main(void)
 			}
 			json_decref(r);
 			ntested++;
-			if (fails > 8)
+			if (check_failures() > 8)
 				goto done;
 		}
 	}
@@ -276,7 +243,7 @@ done:
 		printf("SKIP: /usr/bin/python3 has no jinja2 (apt-get install python3-jinja2)\n");
 		return 77;
 	}
-	if (ntested == 0 && !fails) {
+	if (ntested == 0 && !check_failures()) {
 		printf("SKIP: no template could be rendered\n");
 		return 77;
 	}
@@ -293,10 +260,8 @@ done:
 	}
 	for (i = 0; i < nt; i++)
 		free(tpls[i].src);
-	if (fails) {
-		fprintf(stderr, "%d failures\n", fails);
+	if (check_exit())
 		return 1;
-	}
 	printf("test_chat: %zu conversations match Jinja2\n", ntested);
 	return 0;
 }

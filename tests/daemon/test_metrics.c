@@ -12,18 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "metrics.h"
-
-static int fails;
-#define CHECK(c, ...)                                                                              \
-	do {                                                                                       \
-		if (!(c)) {                                                                        \
-			fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                       \
-			fprintf(stderr, __VA_ARGS__);                                              \
-			fputc('\n', stderr);                                                       \
-			fails++;                                                                   \
-		}                                                                                  \
-	} while (0)
 
 #define THREADS 4
 #define PER_THREAD 200000
@@ -148,10 +138,10 @@ int main(void)
 	CHECK(strstr(parsed, "histogram offpath_e2e_request_latency_seconds_count{} 0.0") != NULL,
 	      "empty histogram present");
 	met_destroy(gm);
-	if (fails) {
-		fprintf(stderr, "%d failures\n%s\n", fails, parsed);
+	if (check_failures())
+		fprintf(stderr, "%s\n", parsed);
+	if (check_exit())
 		return 1;
-	}
 	printf("test_metrics: ok\n");
 	return 0;
 }

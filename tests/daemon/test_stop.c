@@ -10,26 +10,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
+#include "rng.h"
 #include "stop.h"
 
-static int fails;
-#define CHECK(c, ...)                                                                              \
-	do {                                                                                       \
-		if (!(c)) {                                                                        \
-			fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                       \
-			fprintf(stderr, __VA_ARGS__);                                              \
-			fputc('\n', stderr);                                                       \
-			fails++;                                                                   \
-		}                                                                                  \
-	} while (0)
-
-static unsigned long long rng = 0x9e3779b97f4a7c15ull;
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static unsigned rnd(unsigned n)
 {
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return (unsigned)(rng % n);
+	return (unsigned)(test_rng_next(&rng) % n);
 }
 
 /* Naive: first end offset where any stop ends; the longest one there. Returns the cut (or len
@@ -127,7 +115,7 @@ static void test_random(int iters)
 		if (hit)
 			CHECK(m.matched == which, "iter %d: matched %d naive %d", it, m.matched,
 			      which);
-		if (fails > 10)
+		if (check_failures() > 10)
 			return;
 	}
 }
@@ -158,10 +146,8 @@ int main(void)
 {
 	test_fixed();
 	test_random(20000);
-	if (fails) {
-		fprintf(stderr, "%d failures\n", fails);
+	if (check_exit())
 		return 1;
-	}
 	printf("test_stop: ok\n");
 	return 0;
 }

@@ -18,22 +18,13 @@
 
 #include <jansson.h>
 
+#include "check.h"
+#include "files.h"
 #include "mdl.h"
 #include "safetensors.h"
 
-static int failures;
 static char tmproot[1024];
 static int case_no;
-
-#define CHECK(cond, ...)                                                                           \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);            \
-			fprintf(stderr, __VA_ARGS__);                                              \
-			fprintf(stderr, "\n");                                                     \
-			failures++;                                                                \
-		}                                                                                  \
-	} while (0)
 
 /* ---- a tiny safetensors writer (independent of tools/offpath-mkmodel) ---------------------- */
 
@@ -593,45 +584,30 @@ static void test_st_bad(void)
 	expect_fail(&m, "header length past EOF", ST, "points past the end", NULL);
 	END();
 
-	BEGIN("LlamaForCausalLM");
-	m.raw_header = "{\"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]";
-	expect_fail(&m, "bad JSON", ST, "invalid JSON header", NULL);
-	END();
-
-	BEGIN("LlamaForCausalLM");
-	m.raw_header = "[{\"dtype\": \"F32\"}]";
-	expect_fail(&m, "non-object header", ST, "not a JSON object", NULL);
-	END();
-
-	BEGIN("LlamaForCausalLM");
-	m.raw_header = "{\"a\": [1, 2]}";
-	expect_fail(&m, "entry not an object", ST, "tensor 'a'", "not a JSON object");
-	END();
-
-	BEGIN("LlamaForCausalLM");
-	m.raw_header = "{\"a\": {\"dtype\": \"F32\", \"shape\": [1.5], \"data_offsets\": [0, 4]}}";
-	expect_fail(&m, "real-valued dim", ST, "tensor 'a'", "shape[0]");
-	END();
-
-	BEGIN("LlamaForCausalLM");
-	m.raw_header = "{\"a\": {\"dtype\": 7, \"shape\": [1], \"data_offsets\": [0, 4]}}";
-	expect_fail(&m, "dtype not a string", ST, "tensor 'a'", "\"dtype\"");
-	END();
-
-	BEGIN("LlamaForCausalLM");
-	m.raw_header = "{\"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0]}}";
-	expect_fail(&m, "one data offset", ST, "tensor 'a'", "data_offsets");
-	END();
-
-	BEGIN("LlamaForCausalLM");
-	m.raw_header = "{\"__metadata__\": [1]}";
-	expect_fail(&m, "metadata not object", ST, "__metadata__", "not a JSON object");
-	END();
-
-	BEGIN("LlamaForCausalLM");
-	m.raw_header = "{\"__metadata__\": {\"n\": 1}}";
-	expect_fail(&m, "metadata value not string", ST, "__metadata__", "not a string");
-	END();
+	/* headers written verbatim: the header, the case, what the message must name */
+	static const struct {
+		const char *header, *what, *sub1, *sub2;
+	} raw[] = {
+	    {"{\"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]", "bad JSON",
+	     "invalid JSON header", NULL},
+	    {"[{\"dtype\": \"F32\"}]", "non-object header", "not a JSON object", NULL},
+	    {"{\"a\": [1, 2]}", "entry not an object", "tensor 'a'", "not a JSON object"},
+	    {"{\"a\": {\"dtype\": \"F32\", \"shape\": [1.5], \"data_offsets\": [0, 4]}}",
+	     "real-valued dim", "tensor 'a'", "shape[0]"},
+	    {"{\"a\": {\"dtype\": 7, \"shape\": [1], \"data_offsets\": [0, 4]}}",
+	     "dtype not a string", "tensor 'a'", "\"dtype\""},
+	    {"{\"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0]}}",
+	     "one data offset", "tensor 'a'", "data_offsets"},
+	    {"{\"__metadata__\": [1]}", "metadata not object", "__metadata__", "not a JSON object"},
+	    {"{\"__metadata__\": {\"n\": 1}}", "metadata value not string", "__metadata__",
+	     "not a string"},
+	};
+	for (size_t i = 0; i < sizeof(raw) / sizeof(raw[0]); i++) {
+		BEGIN("LlamaForCausalLM");
+		m.raw_header = raw[i].header;
+		expect_fail(&m, raw[i].what, ST, raw[i].sub1, raw[i].sub2);
+		END();
+	}
 
 	BEGIN("LlamaForCausalLM");
 	snprintf(find_spec(&m, q0)->dtype, 16, "BF17");
@@ -885,14 +861,6 @@ static void test_st_raw(void)
 	unlink(p);
 }
 
-static void rm_rf(const char *path)
-{
-	char cmd[8300];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", path);
-	if (system(cmd) != 0)
-		fprintf(stderr, "warning: could not remove %s\n", path);
-}
-
 int main(void)
 {
 	const char *t = getenv("TMPDIR");
@@ -908,8 +876,8 @@ int main(void)
 	test_shards_bad();
 	test_st_raw();
 	if (!getenv("TEST_KEEP"))
-		rm_rf(tmproot);
-	printf("%s: %d case directories, %d failures\n", failures ? "FAIL" : "PASS", case_no,
-	       failures);
-	return failures ? 1 : 0;
+		test_rm_rf(tmproot);
+	printf("%s: %d case directories, %d failures\n", check_failures() ? "FAIL" : "PASS",
+	       case_no, check_failures());
+	return check_exit();
 }

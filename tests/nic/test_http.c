@@ -6,22 +6,12 @@
  */
 #include "http.h"
 
+#include "check.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int failures;
-
-#define CHECK(cond, ...)                                                                           \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			failures++;                                                                \
-			fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);            \
-			fprintf(stderr, __VA_ARGS__);                                              \
-			fputc('\n', stderr);                                                       \
-		}                                                                                  \
-	} while (0)
 
 static struct http_limits lim = {.max_header_bytes = 8192, .max_body_bytes = 1 << 20};
 
@@ -374,10 +364,8 @@ int main(void)
 	test_content_length();
 	test_header_limits();
 	test_write_head();
-	if (failures) {
-		fprintf(stderr, "%d failures\n", failures);
+	if (check_exit())
 		return 1;
-	}
 	printf("test_http: all passed\n");
 	return 0;
 }

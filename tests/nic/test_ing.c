@@ -8,6 +8,8 @@
  */
 #include "ing.h"
 
+#include "check.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -21,17 +23,6 @@
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
-
-static int failures;
-#define CHECK(cond, ...)                                                                           \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			failures++;                                                                \
-			fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);            \
-			fprintf(stderr, __VA_ARGS__);                                              \
-			fputc('\n', stderr);                                                       \
-		}                                                                                  \
-	} while (0)
 
 #define MAX_CONNS       64
 #define HDR_TIMEOUT_MS  300
@@ -241,6 +232,14 @@ static void cli_consume(struct cli *c, size_t n)
 	c->len -= n;
 }
 
+/* c becomes a fresh connection with req[0..n) sent on it. */
+static void cli_open(struct cli *c, const void *req, size_t n)
+{
+	c->fd = cli_connect();
+	c->len = 0;
+	send_all(c->fd, req, n);
+}
+
 /* One response: status, and the decoded body in body[0..*blen). -1 when none arrived. */
 static int cli_response(struct cli *c, char *body, size_t *blen, size_t cap)
 {
@@ -348,9 +347,7 @@ static void test_basic_keepalive_pipelining(void)
 	size_t blen;
 	int st;
 
-	cl.fd = cli_connect();
-	cl.len = 0;
-	send_all(cl.fd, pipe3, strlen(pipe3));
+	cli_open(&cl, pipe3, strlen(pipe3));
 	st = cli_response(&cl, body, &blen, sizeof(body));
 	CHECK(st == 200 && blen == 6 && memcmp(body, "hello\n", 6) == 0, "pipelined 1: %d", st);
 	st = cli_response(&cl, body, &blen, sizeof(body));
@@ -388,9 +385,7 @@ static void test_bad_and_limits(void)
 	size_t blen;
 	int st, n;
 
-	cl.fd = cli_connect();
-	cl.len = 0;
-	send_all(cl.fd, "GET / HTTP/1.1\nHost: t\n\n", 24);
+	cli_open(&cl, "GET / HTTP/1.1\nHost: t\n\n", 24);
 	st = cli_response(&cl, body, &blen, sizeof(body));
 	CHECK(st == 400, "bare LF: %d", st);
 	CHECK(wait_eof(cl.fd, 2.0), "closed after 400");
@@ -416,9 +411,7 @@ static void test_bad_and_limits(void)
 	CHECK(st == 413, "oversized body: %d", st);
 	close(cl.fd);
 
-	cl.fd = cli_connect();
-	cl.len = 0;
-	send_all(cl.fd, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n", 60);
+	cli_open(&cl, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n", 60);
 	st = cli_response(&cl, body, &blen, sizeof(body));
 	CHECK(st == 501, "chunked request body: %d", st);
 	close(cl.fd);
@@ -460,9 +453,7 @@ static void test_concurrent(void)
 	{
 		struct cli *x = &cl;
 
-		x->fd = cli_connect();
-		x->len = 0;
-		send_all(x->fd, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n", 32);
+		cli_open(x, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n", 32);
 		st = cli_response(x, body, &blen, sizeof(body));
 		CHECK(st == 503, "over max_conns: %d", st);
 		CHECK(wait_eof(x->fd, 3.0), "refused connection closed");
@@ -472,9 +463,7 @@ static void test_concurrent(void)
 		close(cs[i].fd);
 	usleep(100000);
 	/* slots come back */
-	cl.fd = cli_connect();
-	cl.len = 0;
-	send_all(cl.fd, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n", 32);
+	cli_open(&cl, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n", 32);
 	st = cli_response(&cl, body, &blen, sizeof(body));
 	CHECK(st == 200, "after the crowd left: %d", st);
 	close(cl.fd);
@@ -505,9 +494,7 @@ static void test_timeouts(void)
 	close(fd);
 
 	/* idle keep-alive */
-	cl.fd = cli_connect();
-	cl.len = 0;
-	send_all(cl.fd, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n", 32);
+	cli_open(&cl, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n", 32);
 	st = cli_response(&cl, body, &blen, sizeof(body));
 	CHECK(st == 200, "%d", st);
 	t0 = now_s();
@@ -527,9 +514,7 @@ static void test_disconnect_and_backpressure(void)
 	size_t blen;
 	int st, before = atomic_load(&n_close_peer), stale = atomic_load(&n_stale_ok), rcv = 4096;
 
-	cl.fd = cli_connect();
-	cl.len = 0;
-	send_all(cl.fd, "GET /forever HTTP/1.1\r\nHost: t\r\n\r\n", 34);
+	cli_open(&cl, "GET /forever HTTP/1.1\r\nHost: t\r\n\r\n", 34);
 	CHECK(cli_fill(&cl, 200), "stream started");
 	close(cl.fd);
 	CHECK(wait_counter(&n_close_peer, before + 1, 3.0),
@@ -703,10 +688,8 @@ int main(int argc, char **argv)
 	CHECK(st.refused == 1, "refused %llu", (unsigned long long)st.refused);
 	CHECK(st.timeouts >= 3, "timeouts %llu", (unsigned long long)st.timeouts);
 	ing_destroy(srv);
-	if (failures) {
-		fprintf(stderr, "%d failures\n", failures);
+	if (check_exit())
 		return 1;
-	}
 	printf("test_ing%s: all passed\n", fallback ? " --fallback" : busy ? " --busy" : "");
 	return 0;
 }

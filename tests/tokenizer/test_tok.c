@@ -18,17 +18,11 @@
 
 #include <utf8proc.h>
 
+#include "check.h"
+#include "files.h"
+#include "rng.h"
 #include "tok.h"
 #include "tok_pvt.h"
-
-static int fails;
-#define CHECK(c)                                                                                  \
-	do {                                                                                      \
-		if (!(c)) {                                                                       \
-			fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #c);     \
-			fails++;                                                                  \
-		}                                                                                 \
-	} while (0)
 
 static char dir[256];
 
@@ -86,10 +80,8 @@ static void expect_load_error(const char *name, const char *data, size_t n, int 
 	struct tok *t = NULL;
 	const char *p = write_file(name, data, n);
 	int rc = tok_load(&t, p, err, sizeof(err));
-	if (rc != want || !err[0] || !strstr(err, name)) {
-		fprintf(stderr, "load %s: rc %d (want %d), err \"%s\"\n", name, rc, want, err);
-		fails++;
-	}
+	CHECK(rc == want && err[0] && strstr(err, name), "load %s: rc %d (want %d), err \"%s\"", name,
+	      rc, want, err);
 	if (!rc)
 		tok_destroy(t);
 }
@@ -178,11 +170,10 @@ static void test_tiny(void)
 	struct tok_enc *e;
 	int32_t ids[256];
 	char out[1024];
-	if (tok_load(&t, p, err, sizeof(err))) {
-		fprintf(stderr, "%s\n", err);
-		fails++;
+	int rc = tok_load(&t, p, err, sizeof(err));
+	CHECK(rc == 0, "%s", err);
+	if (rc)
 		return;
-	}
 	CHECK(tok_enc_create(&e, t) == 0);
 	CHECK(tok_special_id(t, "<|endoftext|>") == 50256);
 	CHECK(tok_vocab_size(t) == 50257);
@@ -252,7 +243,9 @@ static void test_tiny(void)
 	CHECK(tok_export_hf(t, f, NULL, clash, 1) == -EEXIST);
 	CHECK(tok_export_hf(t, f, "nosuch", NULL, 0) == -EINVAL);
 	fclose(f);
-	if (tok_load(&t2, jp, err, sizeof(err)) == 0) {
+	int reload = tok_load(&t2, jp, err, sizeof(err));
+	CHECK(reload == 0, "reload: %s", err);
+	if (reload == 0) {
 		struct tok_enc *e2;
 		int32_t ids2[256];
 		const char *txt = "hello world, hello  worlds! \xe4\xb8\xad ll he";
@@ -265,9 +258,6 @@ static void test_tiny(void)
 		CHECK(m == 1 && ids2[0] == 50300);
 		tok_enc_destroy(e2);
 		tok_destroy(t2);
-	} else {
-		fprintf(stderr, "reload: %s\n", err);
-		fails++;
 	}
 	tok_enc_destroy(e);
 	tok_destroy(t);
@@ -279,11 +269,10 @@ static void test_real(const char *path)
 	char err[TOK_ERR_LEN];
 	struct tok *t;
 	struct tok_enc *e;
-	if (tok_load(&t, path, err, sizeof(err))) {
-		fprintf(stderr, "%s\n", err);
-		fails++;
+	int rc = tok_load(&t, path, err, sizeof(err));
+	CHECK(rc == 0, "%s", err);
+	if (rc)
 		return;
-	}
 	static const char *texts[] = {
 		"Hello, world! I'm here; they'LL see.\n\n\tint main(void) { return 0; }\n",
 		"\xe4\xb8\xad\xe6\x96\x87\xe6\xb5\x8b\xe8\xaf\x95 \xd0\xbf\xd1\x80\xd0\xb8\xd0\xb2\xd0"
@@ -313,10 +302,7 @@ static void test_real(const char *path)
 static uint64_t rng = 0x2545f4914f6cdd1dull;
 static uint32_t rnd(uint32_t n)
 {
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return (uint32_t)((rng >> 11) % n);
+	return (uint32_t)((test_rng_next(&rng) >> 11) % n);
 }
 
 /* [lo, hi] ranges to draw code points from, chosen for how NFC treats them. */
@@ -451,10 +437,7 @@ static void test_nfc_node(void)
 		for (size_t k = 0; k < gl && 2 * k + 2 < sizeof(hex); k++)
 			snprintf(hex + 2 * k, 3, "%02x", got[k]);
 		line[strcspn(line, "\n")] = 0;
-		if (strcmp(hex, line)) {
-			fprintf(stderr, "tok_nfc case %zu: %s, node: %s\n", i, hex, line);
-			fails++;
-		}
+		CHECK(strcmp(hex, line) == 0, "tok_nfc case %zu: %s, node: %s", i, hex, line);
 	}
 	CHECK(i == nc);
 	CHECK(pclose(f) == 0);
@@ -483,13 +466,9 @@ int main(void)
 		if (access(p, R_OK) == 0)
 			test_real(p);
 	}
-	char cmd[512];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", dir);
-	if (fails)
-		fprintf(stderr, "test_tok: %d checks failed\n", fails);
-	else
-		printf("test_tok: all checks passed\n");
-	return fails ? 1 : 0;
+	test_rm_rf(dir);
+	if (check_exit())
+		return 1;
+	printf("test_tok: all checks passed\n");
+	return 0;
 }

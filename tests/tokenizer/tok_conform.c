@@ -15,25 +15,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "files.h"
 #include "tok.h"
-
-static char *slurp(const char *p, size_t *n)
-{
-	FILE *f = fopen(p, "rb");
-	if (!f)
-		return NULL;
-	fseek(f, 0, SEEK_END);
-	long l = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	char *b = malloc((size_t)l + 1);
-	if (b && fread(b, 1, (size_t)l, f) != (size_t)l) {
-		free(b);
-		b = NULL;
-	}
-	fclose(f);
-	*n = (size_t)l;
-	return b;
-}
 
 static void show(const struct tok *t, const int32_t *ids, size_t n, size_t at)
 {
@@ -97,7 +80,7 @@ int main(int argc, char **argv)
 		}
 	}
 	size_t nc, ng;
-	char *corpus = slurp(argv[2], &nc), *gold = slurp(argv[3], &ng);
+	char *corpus = test_slurp(argv[2], &nc), *gold = test_slurp(argv[3], &ng);
 	if (!corpus || !gold) {
 		fprintf(stderr, "tok_conform: cannot read corpus or golden file\n");
 		return 1;

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "check.h"
 #include "mdl.h"
 
 int main(int argc, char **argv)
@@ -23,18 +24,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "FAIL: mdl_open(%s): %s\n", argv[1], err);
 		return 1;
 	}
-	int fails = 0;
 	const struct mdl_config *c = &m->cfg;
 	const char *dt = strcmp(argv[3], "bf16") == 0  ? "BF16"
 	                 : strcmp(argv[3], "f16") == 0 ? "F16"
 	                                               : "F32";
-#define EXPECT(cond)                                                                               \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "FAIL: %s: %s\n", argv[1], #cond);                         \
-			fails++;                                                                   \
-		}                                                                                  \
-	} while (0)
+#define EXPECT(cond) CHECK(cond, "%s", argv[1])
 	EXPECT(strcmp(mdl_arch_name(c->arch), argv[2]) == 0);
 	EXPECT(strcmp(mdl_dtype_name(c->dtype), dt) == 0);
 	EXPECT(c->n_layers > 0 && c->hidden > 0 && c->vocab_size > 0 && c->n_eos >= 1);
@@ -59,5 +53,5 @@ int main(int argc, char **argv)
 		EXPECT(fabs(s / (double)n - 1.0) < 0.05); /* norms are 1 + 0.1 z */
 	}
 	mdl_close(m);
-	return fails ? 1 : 0;
+	return check_exit();
 }

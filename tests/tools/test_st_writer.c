@@ -15,42 +15,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "check.h"
+#include "files.h"
 #include "mdl.h"
 #include "st_writer.h"
 #ifdef HAVE_ST_READER
 #include "safetensors.h"
 #endif
-
-static int failures;
-
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);   \
-			failures++;                                                                \
-		}                                                                                  \
-	} while (0)
-
-static char *slurp(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return NULL;
-	fseek(f, 0, SEEK_END);
-	long n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	char *p = malloc((size_t)n + 1);
-	if (p && fread(p, 1, (size_t)n, f) != (size_t)n) {
-		free(p);
-		p = NULL;
-	}
-	fclose(f);
-	if (p) {
-		p[n] = 0;
-		*len = (size_t)n;
-	}
-	return p;
-}
 
 struct job {
 	struct mdl_stw *w;
@@ -125,7 +96,7 @@ static void test_layout(const char *dir)
 	mdl_stw_destroy(w);
 
 	size_t len;
-	char *f = slurp(path, &len);
+	char *f = test_slurp(path, &len);
 	CHECK(f != NULL);
 	if (!f)
 		return;
@@ -212,14 +183,9 @@ int main(void)
 	}
 	test_layout(dir);
 	test_errors(dir);
-	char cmd[600];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", dir);
-	if (failures) {
-		fprintf(stderr, "test_st_writer: %d failure(s)\n", failures);
+	test_rm_rf(dir);
+	if (check_exit())
 		return 1;
-	}
 	printf("test_st_writer: ok\n");
 	return 0;
 }
