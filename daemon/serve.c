@@ -177,7 +177,11 @@ static void srv_error(struct srv *s, struct ing_conn c, int status, const char *
 static void srv_respond_json(struct srv *s, struct ing_conn c, int status, const char *body,
 			     size_t len)
 {
-	ing_respond(s->ing, c, status, "Content-Type: application/json\r\n", body, len);
+	int r = ing_respond(s->ing, c, status, "Content-Type: application/json\r\n", body, len);
+	if (r == -EMSGSIZE) /* larger than a connection's output buffer: say so, never go silent */
+		srv_error(s, c, 500, NULL, "response_too_large",
+			  "the response is larger than the server's output buffer; ask for it with "
+			  "\"stream\": true");
 }
 
 /* ---- the request table ------------------------------------------------------------------- */
@@ -975,6 +979,7 @@ static int srv_boot(struct srv *s)
 	ing_config_default(&ic);
 	ic.listen = s->o.listen;
 	ic.max_body_bytes = 4u << 20; /* a long chat history; 413 above */
+	ic.out_buf_bytes = 1u << 20;  /* a whole non-streamed answer with logprobs */
 	static const struct ing_ops ops = {
 		.on_request = srv_on_request,
 		.on_poll = srv_on_poll,
