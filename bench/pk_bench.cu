@@ -1,0 +1,184 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * bench/pk_bench.cu: decode step time replayed as a CUDA graph, beside the bandwidth floor
+ * measured in the same run.
+ *
+ * For each model shape (Llama-3.2-1B, Qwen2.5-1.5B, Llama-3.1-8B, bf16; the shapes of
+ * offpath-mkmodel's 1b / 1.5b / 8b rows, weights drawn on the GPU so no multi-GB file is needed,
+ * or --model DIR for a real directory), batch 1/8/64 and context 512/4096: every sequence decodes
+ * one token at position ctx-1 (attending to ctx positions of random bf16 KV). The step graph for
+ * the batch's bucket is replayed; the median of the timed replays is reported.
+ * Floor = (weight bytes + KV bytes read) / copy bandwidth, the copy bandwidth measured here as
+ * (bytes read + bytes written) / time of a 2 GiB device-to-device cudaMemcpy.
+ * Output: one table (markdown) on stdout. Exit 0, 1 on error, 77 without a GPU.
+ */
+#include <algorithm>
+#include <vector>
+#include <time.h>
+
+#include "../tests/gpu/gpu_test.h"
+#include "step.h"
+
+struct shape {
+	const char *name;
+	enum mdl_arch arch;
+	int hidden, layers, heads, kv, hd, inter, vocab;
+	double theta;
+	bool tie, bias, qkn;
+};
+
+static const struct shape shapes[] = {
+	{"Llama-3.2-1B", MDL_ARCH_LLAMA, 2048, 16, 32, 8, 64, 8192, 128256, 500000.0, true, false, false},
+	{"Qwen2.5-1.5B", MDL_ARCH_QWEN2, 1536, 28, 12, 2, 128, 8960, 151936, 1000000.0, true, true, false},
+	{"Llama-3.1-8B", MDL_ARCH_LLAMA, 4096, 32, 32, 8, 128, 14336, 128256, 500000.0, false, false, false},
+};
+
+static double copy_bw(void)
+{
+	size_t n = 2ull << 30;
+	void *a, *b;
+	CK(cudaMalloc(&a, n));
+	CK(cudaMalloc(&b, n));
+	CK(cudaMemset(a, 1, n));
+	cudaEvent_t e0, e1;
+	CK(cudaEventCreate(&e0));
+	CK(cudaEventCreate(&e1));
+	float best = 1e30f;
+	for (int i = 0; i < 6; i++) {
+		CK(cudaEventRecord(e0));
+		CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice));
+		CK(cudaEventRecord(e1));
+		CK(cudaEventSynchronize(e1));
+		float ms;
+		CK(cudaEventElapsedTime(&ms, e0, e1));
+		if (i >= 1)
+			best = std::min(best, ms);
+	}
+	cudaFree(a);
+	cudaFree(b);
+	cudaEventDestroy(e0);
+	cudaEventDestroy(e1);
+	return 2.0 * (double)n / (best * 1e-3);
+}
+
+static void cfg_of(const struct shape *s, struct mdl_config *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->arch = s->arch;
+	c->vocab_size = s->vocab;
+	c->hidden = s->hidden;
+	c->intermediate = s->inter;
+	c->n_layers = s->layers;
+	c->n_heads = s->heads;
+	c->n_kv_heads = s->kv;
+	c->head_dim = s->hd;
+	c->max_pos = 131072;
+	c->rms_eps = 1e-5f;
+	c->rope.type = MDL_ROPE_DEFAULT;
+	c->rope.theta = s->theta;
+	c->tie_embeddings = s->tie;
+	c->attn_bias = s->bias;
+	c->qk_norm = s->qkn;
+	c->dtype = MDL_BF16;
+}
+
+int main(int argc, char **argv)
+{
+	gt_require_gpu("pk_bench");
+	int reps = 30;
+	const char *only = argc > 1 ? argv[1] : NULL;
+	cudaDeviceProp prop;
+	CK(cudaGetDeviceProperties(&prop, 0));
+	double bw = copy_bw();
+	time_t now = time(NULL);
+	char date[32];
+	strftime(date, sizeof(date), "%Y-%m-%d", gmtime(&now));
+	printf("pk_bench: %s, %d SMs, %.0f GiB; copy bandwidth %.2f TB/s (read+write); %s\n",
+	       prop.name, prop.multiProcessorCount, prop.totalGlobalMem / 1073741824.0, bw / 1e12,
+	       date);
+	printf("\n| model (bf16) | batch | ctx | step ms | floor ms | step/floor | tokens/s | weight+KV GB/s |\n");
+	printf("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+	cudaStream_t st;
+	CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+	int batches[] = {1, 8, 64}, ctxs[] = {512, 4096};
+	for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
+		const struct shape *sh = &shapes[si];
+		if (only && !strstr(sh->name, only))
+			continue;
+		struct mdl_config cfg;
+		cfg_of(sh, &cfg);
+		struct pk_step_opts o;
+		memset(&o, 0, sizeof(o));
+		o.dtype = PK_STEP_BF16;
+		o.page_tokens = 16;
+		o.max_tokens = 64;
+		o.max_seqs = 64;
+		o.max_logits = 64;
+		o.max_ctx = 4096;
+		size_t kvtok = (size_t)2 * sh->layers * 2 * sh->kv * sh->hd;
+		o.kv_bytes = kvtok * 64 * 4096 + kvtok * 16 * 16;
+		struct pk_step *s;
+		char err[256];
+		if (pk_step_create_random(&s, &cfg, 1234 + si, 0.02f, &o, err, sizeof(err))) {
+			fprintf(stderr, "pk_bench: %s: %s\n", sh->name, err);
+			return 1;
+		}
+		int mp = pk_step_max_pages_per_seq(s);
+		const struct pk_step_batch *b = pk_step_batch(s);
+		for (int bi = 0; bi < 3; bi++)
+			for (int ci = 0; ci < 2; ci++) {
+				int B = batches[bi], C = ctxs[ci];
+				int32_t tok[64], pos[64], sq[64], lt[64], row[64];
+				int32_t *pt = (int32_t *)malloc(4 * (size_t)B * mp);
+				struct pk_sampling sp[64];
+				memset(sp, 0, sizeof(sp));
+				uint64_t rng = 99 + B * 7 + C;
+				for (int i = 0; i < B; i++) {
+					tok[i] = (int32_t)(gt_rng_next(&rng) % (uint64_t)sh->vocab);
+					pos[i] = C - 1;
+					sq[i] = i;
+					lt[i] = i;
+					row[i] = i;
+					for (int p = 0; p < mp; p++)
+						pt[(size_t)i * mp + p] = i * mp + p;
+				}
+				struct pk_step_host_batch hb = {B, B, B, tok, pos, sq, lt, row, pt, sp};
+				CKR(pk_step_batch_upload(s, &hb, st));
+				cudaGraphExec_t ge;
+				CKR(pk_step_graph(s, pk_step_bucket(s, B), 0, st, &ge));
+				for (int w = 0; w < 3; w++)
+					CK(cudaGraphLaunch(ge, st));
+				CK(cudaStreamSynchronize(st));
+				cudaEvent_t e0, e1;
+				CK(cudaEventCreate(&e0));
+				CK(cudaEventCreate(&e1));
+				std::vector<float> ts;
+				for (int r = 0; r < reps; r++) {
+					CK(cudaEventRecord(e0, st));
+					CK(cudaGraphLaunch(ge, st));
+					CK(cudaEventRecord(e1, st));
+					CK(cudaEventSynchronize(e1));
+					float ms;
+					CK(cudaEventElapsedTime(&ms, e0, e1));
+					ts.push_back(ms);
+				}
+				CK(cudaGetLastError());
+				std::sort(ts.begin(), ts.end());
+				double med = ts[ts.size() / 2];
+				double bytes = (double)pk_step_weight_bytes(s) +
+					       (double)B * C * pk_step_kv_bytes_per_token(s);
+				double floor_ms = bytes / bw * 1e3;
+				printf("| %s | %d | %d | %.3f | %.3f | %.2fx | %.0f | %.0f |\n", sh->name, B, C,
+				       med, floor_ms, med / floor_ms, B / (med * 1e-3), bytes / (med * 1e-3) / 1e9);
+				fflush(stdout);
+				(void)b;
+				cudaEventDestroy(e0);
+				cudaEventDestroy(e1);
+				cudaGraphExecDestroy(ge);
+				free(pt);
+			}
+		pk_step_destroy(s);
+	}
+	cudaStreamDestroy(st);
+	return 0;
+}

@@ -1,0 +1,1259 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * persistent_kernel/cuda/kernels.cu: the forward step's kernels (contract in step_pvt.h).
+ * Storage type T is __nv_bfloat16 or float; all math is fp32.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+extern "C" {
+#include "sample.h"
+}
+#include "step_pvt.h"
+
+namespace {
+
+typedef __nv_bfloat16 bf16;
+
+__device__ __forceinline__ float to_f(float x) { return x; }
+__device__ __forceinline__ float to_f(bf16 x) { return __bfloat162float(x); }
+template <typename T> __device__ __forceinline__ T from_f(float x);
+template <> __device__ __forceinline__ float from_f<float>(float x) { return x; }
+template <> __device__ __forceinline__ bf16 from_f<bf16>(float x) { return __float2bfloat16_rn(x); }
+
+/* 16 bytes of T as fp32: 8 bf16 or 4 float. */
+template <typename T> struct vec16;
+template <> struct vec16<bf16> {
+	static constexpr int n = 8;
+	__device__ __forceinline__ static void unpack(const uint4 &u, float *f)
+	{
+		const __nv_bfloat162 *p = reinterpret_cast<const __nv_bfloat162 *>(&u);
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			float2 t = __bfloat1622float2(p[i]);
+			f[2 * i] = t.x;
+			f[2 * i + 1] = t.y;
+		}
+	}
+};
+template <> struct vec16<float> {
+	static constexpr int n = 4;
+	__device__ __forceinline__ static void unpack(const uint4 &u, float *f)
+	{
+		f[0] = __uint_as_float(u.x);
+		f[1] = __uint_as_float(u.y);
+		f[2] = __uint_as_float(u.z);
+		f[3] = __uint_as_float(u.w);
+	}
+};
+
+/* Streaming 16-byte load of read-once weights: bypass L1 allocation. */
+__device__ __forceinline__ uint4 ld_stream(const void *p)
+{
+	uint4 r;
+	/* not volatile: a pure load of read-only data, free to be hoisted and batched */
+	asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+		     : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+		     : "l"(p));
+	return r;
+}
+
+__device__ __forceinline__ float warp_sum(float v)
+{
+#pragma unroll
+	for (int o = 16; o > 0; o >>= 1)
+		v += __shfl_xor_sync(0xffffffffu, v, o);
+	return v;
+}
+
+__device__ __forceinline__ float warp_max(float v)
+{
+#pragma unroll
+	for (int o = 16; o > 0; o >>= 1)
+		v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+	return v;
+}
+
+/* Sum over the block (blockDim.x a multiple of 32, <= 1024); every thread gets the result. */
+__device__ float block_sum(float v, float *red)
+{
+	int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+	v = warp_sum(v);
+	__syncthreads();
+	if (lane == 0)
+		red[w] = v;
+	__syncthreads();
+	float t = lane < nw ? red[lane] : 0.0f;
+	return warp_sum(t);
+}
+
+/* ---------------------------------------------------------------- embedding */
+
+template <typename T>
+__global__ void k_embed(const T *__restrict__ emb, int hidden, const int32_t *__restrict__ tok_id,
+			const int32_t *__restrict__ n_rows, float *__restrict__ h, float *__restrict__ ss,
+			int ss_ld)
+{
+	__shared__ float red[32];
+	int r = blockIdx.x;
+	float *dst = h + (size_t)r * hidden;
+	float acc = 0.0f;
+	if (r >= *n_rows) {
+		for (int i = threadIdx.x; i < hidden; i += blockDim.x)
+			dst[i] = 0.0f;
+	} else {
+		const T *src = emb + (size_t)tok_id[r] * hidden;
+		for (int i = threadIdx.x; i < hidden; i += blockDim.x) {
+			float v = to_f(src[i]);
+			dst[i] = v;
+			acc += v * v;
+		}
+	}
+	if (ss) {
+		acc = block_sum(acc, red);
+		if (threadIdx.x == 0)
+			ss[(size_t)r * ss_ld] = acc;
+	}
+}
+
+/* ---------------------------------------------------------------- rmsnorm + residual */
+
+template <typename T>
+__global__ void k_rmsnorm(float *__restrict__ h, const float *__restrict__ delta,
+			  const T *__restrict__ w, int hidden, float eps,
+			  const int32_t *__restrict__ gather, const int32_t *__restrict__ n_rows,
+			  T *__restrict__ out)
+{
+	__shared__ float red[32];
+	int r = blockIdx.x;
+	T *o = out + (size_t)r * hidden;
+	if (r >= *n_rows) {
+		for (int i = threadIdx.x; i < hidden; i += blockDim.x)
+			o[i] = from_f<T>(0.0f);
+		return;
+	}
+	int src = gather ? gather[r] : r;
+	float *hr = h + (size_t)src * hidden;
+	const float *dr = delta ? delta + (size_t)src * hidden : nullptr;
+	float ss = 0.0f;
+	for (int i = threadIdx.x; i < hidden; i += blockDim.x) {
+		float v = hr[i] + (dr ? dr[i] : 0.0f);
+		if (!gather && dr)
+			hr[i] = v;
+		ss += v * v;
+	}
+	ss = block_sum(ss, red);
+	float rs = rsqrtf(ss / (float)hidden + eps);
+	for (int i = threadIdx.x; i < hidden; i += blockDim.x) {
+		/* re-read: this thread wrote hr[i] itself above (same i), or gather mode adds again */
+		float v = gather && dr ? hr[i] + dr[i] : hr[i];
+		o[i] = from_f<T>(v * rs * to_f(w[i]));
+	}
+}
+
+/* ---------------------------------------------------------------- GEMV (few rows) */
+
+/* One warp per R output columns (8 warps per block, no block-level sync): each lane streams
+ * 16-byte slices of the R weight rows (unrolled so 8 loads are in flight), multiplies them with
+ * the M activation rows (L1-resident), and the warp reduces with shuffles. Bytes-bound: every
+ * weight byte is read exactly once. */
+template <typename T, int M, int R>
+__global__ void __launch_bounds__(256) k_gemv(const T *__restrict__ W, int N, int K,
+					      const T *__restrict__ x, int ldx, float *__restrict__ y,
+					      int ldy)
+{
+	constexpr int V = vec16<T>::n;
+	int lane = threadIdx.x & 31;
+	int n0 = (blockIdx.x * 8 + (threadIdx.x >> 5)) * R;
+	if (n0 >= N)
+		return;
+	float acc[R][M];
+#pragma unroll
+	for (int r = 0; r < R; r++)
+#pragma unroll
+		for (int m = 0; m < M; m++)
+			acc[r][m] = 0.0f;
+	const T *wrow[R];
+#pragma unroll
+	for (int r = 0; r < R; r++)
+		wrow[r] = W + (size_t)min(n0 + r, N - 1) * K;
+#pragma unroll 8
+	for (int k = lane * V; k < K; k += 32 * V) {
+		float wf[R][V];
+#pragma unroll
+		for (int r = 0; r < R; r++)
+			vec16<T>::unpack(ld_stream(wrow[r] + k), wf[r]);
+#pragma unroll
+		for (int m = 0; m < M; m++) {
+			float xf[V];
+			vec16<T>::unpack(*reinterpret_cast<const uint4 *>(x + (size_t)m * ldx + k), xf);
+#pragma unroll
+			for (int r = 0; r < R; r++)
+#pragma unroll
+				for (int i = 0; i < V; i++)
+					acc[r][m] = fmaf(wf[r][i], xf[i], acc[r][m]);
+		}
+	}
+#pragma unroll
+	for (int r = 0; r < R; r++)
+#pragma unroll
+		for (int m = 0; m < M; m++) {
+			float v = warp_sum(acc[r][m]);
+			if (lane == r * M + m && n0 + r < N)
+				y[(size_t)m * ldy + n0 + r] = v;
+		}
+}
+
+template <typename T, int M, int R>
+void gemv_launch(const void *W, int N, int K, const void *x, int ldx, float *y, int ldy,
+		 cudaStream_t st)
+{
+	int warps = (N + R - 1) / R;
+	k_gemv<T, M, R><<<(warps + 7) / 8, 256, 0, st>>>(static_cast<const T *>(W), N, K,
+							  static_cast<const T *>(x), ldx, y, ldy);
+}
+
+template <typename T>
+int gemv_dispatch(const void *W, int N, int K, const void *x, int ldx, int M, float *y, int ldy,
+		  cudaStream_t st)
+{
+	switch (M) {
+	case 1: gemv_launch<T, 1, 1>(W, N, K, x, ldx, y, ldy, st); break;
+	case 2: gemv_launch<T, 2, 1>(W, N, K, x, ldx, y, ldy, st); break;
+	case 3:
+	case 4: gemv_launch<T, 4, 2>(W, N, K, x, ldx, y, ldy, st); break;
+	case 5:
+	case 6:
+	case 7:
+	case 8: gemv_launch<T, 8, 2>(W, N, K, x, ldx, y, ldy, st); break;
+	default: return -EINVAL;
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------- tensor-core skinny GEMM */
+
+/* D += A B, m16n8k16, bf16 in, fp32 accumulate. Not volatile: pure, schedulable. */
+__device__ __forceinline__ void mma_bf16(float *c, uint32_t a0, uint32_t a1, uint32_t a2,
+					 uint32_t a3, uint32_t b0, uint32_t b1)
+{
+	asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+	    "{%8,%9}, {%0,%1,%2,%3};"
+	    : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+	    : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t pack2(float a, float b)
+{
+	__nv_bfloat162 v = __floats2bfloat162_rn(a, b); /* a in the low half */
+	return *reinterpret_cast<uint32_t *>(&v);
+}
+
+/* Fragment layout trick: the dot product does not care about the order of k, so lane (g, t)
+ * loads the 8 consecutive k [kb + 8t, kb + 8t + 8) of W rows g and g+8 and of x row g with one
+ * 16-byte load each, and feeds elements 0..3 to one mma and 4..7 to the next; A and B agree on
+ * which k each fragment slot holds, so the sum is the same. */
+template <int NT, int IN, int OUT>
+__global__ void __launch_bounds__(256) k_skinny(struct pk_skinny a)
+{
+	constexpr int TILES = OUT == PK_OUT_SWIGLU ? 2 : 1;
+	__shared__ float red[8][TILES][NT][32][4];
+	__shared__ float rs_s[16];
+	__shared__ float sq[16][17];
+	int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+	int n0 = blockIdx.x * 16, N = a.N, K = a.K;
+	int nrows = a.M;
+	if (IN == PK_IN_NORM && a.n_rows)
+		nrows = min(nrows, *a.n_rows);
+	if (IN == PK_IN_NORM) {
+		for (int m = w; m < NT * 8; m += 8) {
+			float s = 0.0f;
+			if (m < nrows) {
+				int src = a.gather ? a.gather[m] : m;
+				for (int p = lane; p < a.n_parts; p += 32)
+					s += a.ss[(size_t)src * a.ss_ld + p];
+			}
+			s = warp_sum(s);
+			if (lane == 0)
+				rs_s[m] = rsqrtf(s / (float)K + a.eps);
+		}
+		__syncthreads();
+	}
+	const bf16 *xr[NT];
+	const float *hr[NT];
+	float rsv[NT];
+	bool live[NT];
+#pragma unroll
+	for (int nt = 0; nt < NT; nt++) {
+		int m = nt * 8 + g;
+		live[nt] = m < nrows;
+		xr[nt] = nullptr;
+		hr[nt] = nullptr;
+		rsv[nt] = 0.0f;
+		if (IN == PK_IN_X)
+			xr[nt] = static_cast<const bf16 *>(a.x) + (size_t)min(m, a.M - 1) * a.ldx;
+		else if (live[nt]) {
+			int src = a.gather ? a.gather[m] : m;
+			hr[nt] = a.h + (size_t)src * a.ldh;
+			rsv[nt] = rs_s[m];
+		}
+	}
+	const bf16 *W = static_cast<const bf16 *>(a.W);
+	const bf16 *nw = static_cast<const bf16 *>(a.nw);
+	const bf16 *wr[TILES][2];
+#pragma unroll
+	for (int tl = 0; tl < TILES; tl++) {
+		wr[tl][0] = W + ((size_t)tl * N + min(n0 + g, N - 1)) * K;
+		wr[tl][1] = W + ((size_t)tl * N + min(n0 + g + 8, N - 1)) * K;
+	}
+	float c[TILES][NT][4];
+#pragma unroll
+	for (int tl = 0; tl < TILES; tl++)
+#pragma unroll
+		for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+			for (int e = 0; e < 4; e++)
+				c[tl][nt][e] = 0.0f;
+	int nsteps = K / 32;
+#pragma unroll 8
+	for (int s = w; s < nsteps; s += 8) {
+		int k = s * 32 + t * 8;
+		uint4 wa[TILES][2];
+#pragma unroll
+		for (int tl = 0; tl < TILES; tl++) {
+			wa[tl][0] = ld_stream(wr[tl][0] + k);
+			wa[tl][1] = ld_stream(wr[tl][1] + k);
+		}
+#pragma unroll
+		for (int nt = 0; nt < NT; nt++) {
+			uint4 xv = make_uint4(0, 0, 0, 0);
+			if (IN == PK_IN_X) {
+				if (live[nt])
+					xv = *reinterpret_cast<const uint4 *>(xr[nt] + k);
+			} else if (live[nt]) {
+				float4 h0 = *reinterpret_cast<const float4 *>(hr[nt] + k);
+				float4 h1 = *reinterpret_cast<const float4 *>(hr[nt] + k + 4);
+				float wf[8];
+				vec16<bf16>::unpack(__ldg(reinterpret_cast<const uint4 *>(nw + k)), wf);
+				float r = rsv[nt];
+				xv.x = pack2(h0.x * r * wf[0], h0.y * r * wf[1]);
+				xv.y = pack2(h0.z * r * wf[2], h0.w * r * wf[3]);
+				xv.z = pack2(h1.x * r * wf[4], h1.y * r * wf[5]);
+				xv.w = pack2(h1.z * r * wf[6], h1.w * r * wf[7]);
+			}
+#pragma unroll
+			for (int tl = 0; tl < TILES; tl++) {
+				mma_bf16(c[tl][nt], wa[tl][0].x, wa[tl][1].x, wa[tl][0].y, wa[tl][1].y,
+					 xv.x, xv.y);
+				mma_bf16(c[tl][nt], wa[tl][0].z, wa[tl][1].z, wa[tl][0].w, wa[tl][1].w,
+					 xv.z, xv.w);
+			}
+		}
+	}
+#pragma unroll
+	for (int tl = 0; tl < TILES; tl++)
+#pragma unroll
+		for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+			for (int e = 0; e < 4; e++)
+				red[w][tl][nt][lane][e] = c[tl][nt][e];
+	if (OUT == PK_OUT_ACC)
+		for (int i = threadIdx.x; i < 16 * 17; i += blockDim.x)
+			sq[i / 17][i % 17] = 0.0f;
+	__syncthreads();
+	for (int i = threadIdx.x; i < NT * 128; i += blockDim.x) {
+		int nt = i >> 7, ln = (i >> 2) & 31, e = i & 3;
+		int rl = (ln >> 2) + (e >= 2 ? 8 : 0), row = n0 + rl;
+		int m = nt * 8 + (ln & 3) * 2 + (e & 1);
+		float v[TILES];
+#pragma unroll
+		for (int tl = 0; tl < TILES; tl++) {
+			float acc = 0.0f;
+#pragma unroll
+			for (int ww = 0; ww < 8; ww++)
+				acc += red[ww][tl][nt][ln][e];
+			v[tl] = acc;
+		}
+		if (row >= N || m >= a.M)
+			continue;
+		if (OUT == PK_OUT_Y) {
+			a.y[(size_t)m * a.ldy + row] = v[0];
+		} else if (OUT == PK_OUT_ACC) {
+			float nv = a.y[(size_t)m * a.ldy + row] + v[0];
+			a.y[(size_t)m * a.ldy + row] = nv;
+			sq[m][rl] = nv * nv;
+		} else {
+			float gg = v[0], u = v[TILES - 1];
+			static_cast<bf16 *>(a.act)[(size_t)m * a.ldact + row] =
+				__float2bfloat16_rn(gg / (1.0f + __expf(-gg)) * u);
+		}
+	}
+	if (OUT == PK_OUT_ACC) {
+		__syncthreads();
+		if (threadIdx.x < a.M && threadIdx.x < 16) {
+			float sum = 0.0f;
+			for (int rl = 0; rl < 16; rl++)
+				sum += sq[threadIdx.x][rl];
+			a.ss_out[(size_t)threadIdx.x * a.ss_ld + blockIdx.x] = sum;
+		}
+	}
+}
+
+template <int NT, int IN>
+static void skinny_out(const struct pk_skinny *a, int out, unsigned grid, cudaStream_t st)
+{
+	if (out == PK_OUT_Y)
+		k_skinny<NT, IN, PK_OUT_Y><<<grid, 256, 0, st>>>(*a);
+	else if (out == PK_OUT_ACC)
+		k_skinny<NT, IN, PK_OUT_ACC><<<grid, 256, 0, st>>>(*a);
+	else
+		k_skinny<NT, IN, PK_OUT_SWIGLU><<<grid, 256, 0, st>>>(*a);
+}
+
+/* One token (M = 1): one warp per output row (two for SwiGLU: gate n and up N + n), the same
+ * fused prologue/epilogue as k_skinny, no tensor cores (a 1-row MMA wastes 15/16 of each load
+ * slot's work and measured slower). ACC partials: one per block of 8 rows. */
+template <int IN, int OUT>
+__global__ void __launch_bounds__(256) k_gemv1(struct pk_skinny a)
+{
+	constexpr int R = OUT == PK_OUT_SWIGLU ? 2 : 1;
+	__shared__ float rs_s;
+	__shared__ float sqw[8];
+	int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+	int N = a.N, K = a.K, n = blockIdx.x * 8 + wid;
+	bool valid = n < N;
+	int live = 1, src = 0;
+	if (IN == PK_IN_NORM) {
+		live = a.n_rows ? *a.n_rows > 0 : 1;
+		src = a.gather ? a.gather[0] : 0;
+		if (wid == 0) {
+			float sum = 0.0f;
+			if (live)
+				for (int p = lane; p < a.n_parts; p += 32)
+					sum += a.ss[(size_t)src * a.ss_ld + p];
+			sum = warp_sum(sum);
+			if (lane == 0)
+				rs_s = rsqrtf(sum / (float)K + a.eps);
+		}
+		__syncthreads();
+	}
+	const bf16 *W = static_cast<const bf16 *>(a.W);
+	const bf16 *wr[R];
+#pragma unroll
+	for (int r = 0; r < R; r++)
+		wr[r] = W + ((size_t)r * N + min(n, N - 1)) * K;
+	const bf16 *x = static_cast<const bf16 *>(a.x);
+	const float *hr = IN == PK_IN_NORM ? a.h + (size_t)src * a.ldh : nullptr;
+	const bf16 *nw = static_cast<const bf16 *>(a.nw);
+	float rs = IN == PK_IN_NORM ? rs_s : 0.0f;
+	float acc[R];
+#pragma unroll
+	for (int r = 0; r < R; r++)
+		acc[r] = 0.0f;
+#pragma unroll 8
+	for (int k = lane * 8; k < K; k += 256) {
+		float wf[R][8];
+#pragma unroll
+		for (int r = 0; r < R; r++)
+			vec16<bf16>::unpack(ld_stream(wr[r] + k), wf[r]);
+		float xf[8];
+		if (IN == PK_IN_X) {
+			vec16<bf16>::unpack(*reinterpret_cast<const uint4 *>(x + k), xf);
+		} else {
+			float4 h0 = *reinterpret_cast<const float4 *>(hr + k);
+			float4 h1 = *reinterpret_cast<const float4 *>(hr + k + 4);
+			float nf[8], hv[8] = {h0.x, h0.y, h0.z, h0.w, h1.x, h1.y, h1.z, h1.w};
+			vec16<bf16>::unpack(__ldg(reinterpret_cast<const uint4 *>(nw + k)), nf);
+#pragma unroll
+			for (int i = 0; i < 8; i++)
+				xf[i] = live ? __bfloat162float(__float2bfloat16_rn(hv[i] * rs * nf[i])) : 0.0f;
+		}
+#pragma unroll
+		for (int r = 0; r < R; r++)
+#pragma unroll
+			for (int i = 0; i < 8; i++)
+				acc[r] = fmaf(wf[r][i], xf[i], acc[r]);
+	}
+#pragma unroll
+	for (int r = 0; r < R; r++)
+		acc[r] = warp_sum(acc[r]);
+	if (OUT == PK_OUT_Y) {
+		if (valid && lane == 0)
+			a.y[n] = acc[0];
+	} else if (OUT == PK_OUT_SWIGLU) {
+		if (valid && lane == 0)
+			static_cast<bf16 *>(a.act)[n] =
+				__float2bfloat16_rn(acc[0] / (1.0f + __expf(-acc[0])) * acc[R - 1]);
+	} else {
+		float nv = valid ? a.y[n] + acc[0] : 0.0f;
+		if (valid && lane == 0)
+			a.y[n] = nv;
+		if (lane == 0)
+			sqw[wid] = nv * nv;
+		__syncthreads();
+		if (threadIdx.x == 0) {
+			float sum = 0.0f;
+			for (int i = 0; i < 8; i++)
+				sum += sqw[i];
+			a.ss_out[blockIdx.x] = sum;
+		}
+	}
+}
+
+template <int IN>
+static void gemv1_out(const struct pk_skinny *a, int out, unsigned grid, cudaStream_t st)
+{
+	if (out == PK_OUT_Y)
+		k_gemv1<IN, PK_OUT_Y><<<grid, 256, 0, st>>>(*a);
+	else if (out == PK_OUT_ACC)
+		k_gemv1<IN, PK_OUT_ACC><<<grid, 256, 0, st>>>(*a);
+	else
+		k_gemv1<IN, PK_OUT_SWIGLU><<<grid, 256, 0, st>>>(*a);
+}
+
+int launch_err(void);
+
+/* ---------------------------------------------------------------- QKV epilogue */
+
+/* grid (bucket, n_heads + 2 n_kv), block head_dim/2: thread i owns the pair (i, i + hd/2). */
+template <typename T>
+__global__ void k_qkv_post(struct pk_dims d, const float *__restrict__ qkv, const T *__restrict__ bias,
+			   const T *__restrict__ qn, const T *__restrict__ kn,
+			   const float *__restrict__ inv_freq, const int32_t *__restrict__ n_tokens,
+			   const int32_t *__restrict__ tok_pos, const int32_t *__restrict__ tok_seq,
+			   const int32_t *__restrict__ page_table, T *__restrict__ pool, int layer,
+			   float *__restrict__ q)
+{
+	__shared__ float red[32];
+	int r = blockIdx.x, hh = blockIdx.y, i = threadIdx.x, half = d.head_dim / 2;
+	if (r >= *n_tokens)
+		return;
+	int ncol = (d.n_heads + 2 * d.n_kv) * d.head_dim;
+	const float *src = qkv + (size_t)r * ncol + (size_t)hh * d.head_dim;
+	float x0 = src[i], x1 = src[i + half];
+	if (bias) {
+		x0 += to_f(bias[hh * d.head_dim + i]);
+		x1 += to_f(bias[hh * d.head_dim + i + half]);
+	}
+	int is_q = hh < d.n_heads, is_k = !is_q && hh < d.n_heads + d.n_kv;
+	if ((is_q || is_k) && qn) {
+		const T *nw = is_q ? qn : kn;
+		float ss = block_sum(x0 * x0 + x1 * x1, red);
+		float rs = rsqrtf(ss / (float)d.head_dim + d.eps);
+		x0 = x0 * rs * to_f(nw[i]);
+		x1 = x1 * rs * to_f(nw[i + half]);
+	}
+	int pos = tok_pos[r];
+	if (is_q || is_k) {
+		float ang = (float)pos * inv_freq[i];
+		float s, c;
+		sincosf(ang, &s, &c);
+		float y0 = x0 * c - x1 * s, y1 = x1 * c + x0 * s;
+		x0 = y0;
+		x1 = y1;
+	}
+	if (is_q) {
+		float *dst = q + (size_t)r * d.n_heads * d.head_dim + (size_t)hh * d.head_dim;
+		dst[i] = x0;
+		dst[i + half] = x1;
+		return;
+	}
+	int kvh = is_k ? hh - d.n_heads : hh - d.n_heads - d.n_kv;
+	int page = page_table[(size_t)tok_seq[r] * d.max_pages + pos / d.page_tokens];
+	size_t per_head = (size_t)d.page_tokens * d.head_dim;
+	size_t off = (((size_t)page * d.n_layers + layer) * 2 + (is_k ? 0 : 1)) * d.n_kv * per_head +
+		     (size_t)kvh * per_head + (size_t)(pos % d.page_tokens) * d.head_dim;
+	pool[off + i] = from_f<T>(x0);
+	pool[off + i + half] = from_f<T>(x1);
+}
+
+/* ---------------------------------------------------------------- attention */
+
+/* DV consecutive elements of T at p (DV*sizeof(T) bytes, naturally aligned) as fp32. */
+template <typename T, int DV>
+__device__ __forceinline__ void load_dv(const T *p, float *f)
+{
+	constexpr int bytes = DV * (int)sizeof(T);
+	if constexpr (bytes == 4) {
+		float2 t = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(p));
+		f[0] = t.x;
+		f[1] = t.y;
+	} else if constexpr (bytes == 8 && sizeof(T) == 2) {
+		uint2 u = *reinterpret_cast<const uint2 *>(p);
+		const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
+		float2 a = __bfloat1622float2(h[0]), b = __bfloat1622float2(h[1]);
+		f[0] = a.x;
+		f[1] = a.y;
+		f[2] = b.x;
+		f[3] = b.y;
+	} else if constexpr (bytes == 8) {
+		float2 t = *reinterpret_cast<const float2 *>(p);
+		f[0] = t.x;
+		f[1] = t.y;
+	} else {
+#pragma unroll
+		for (int c = 0; c < bytes / 16; c++)
+			vec16<T>::unpack(*reinterpret_cast<const uint4 *>(p + c * vec16<T>::n),
+					 f + c * vec16<T>::n);
+	}
+}
+
+/* grid (bucket, n_kv, splits), block 128 (4 warps). Block (r, g, s) takes query token r, the
+ * G query heads of KV head g, and context positions [s*CH, min((s+1)*CH, pos+1)). CH = 64 for
+ * small batches (short chains of dependent memory round trips: small-batch decode is
+ * latency-bound), 256 for large ones (fewer partials to merge).
+ * Lanes form groups of LPR lanes; a group takes one position per iteration and each lane EPL
+ * consecutive elements of its K or V row (one 16-byte load for bf16), with its slice of q for
+ * all G heads in registers (no shared-memory operand in the inner loop).
+ * Phase 1: scores (group-reduced with shuffles) and the row's pool offset. Phase 2: one warp per
+ * head: max and sum of exp. Phase 3: p * V; groups, then warps, are summed. A context of one
+ * chunk writes the normalized output directly; longer ones write partials for k_attn_merge. */
+template <typename T, int HD, int CH>
+__global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float *__restrict__ q,
+						   const T *__restrict__ pool, int layer,
+						   const int32_t *__restrict__ n_tokens,
+						   const int32_t *__restrict__ tok_pos,
+						   const int32_t *__restrict__ tok_seq,
+						   const int32_t *__restrict__ page_table,
+						   int max_splits, float *__restrict__ ws_o,
+						   float *__restrict__ ws_ml, T *__restrict__ out)
+{
+	constexpr int V = vec16<T>::n;
+	constexpr int GM = PK_ATTN_GMAX;
+	constexpr int LPR = HD / V < 32 ? HD / V : 32; /* lanes per row */
+	constexpr int EPL = HD / LPR;                  /* elements per lane */
+	constexpr int PPI = 32 / LPR;                  /* positions per warp iteration */
+	constexpr int P1 = GM * CH, P3 = 4 * GM * HD;
+	__shared__ __align__(16) float sm[P1 > P3 ? P1 : P3];
+	__shared__ long long roff[CH];
+	__shared__ int pg[CH + 1];
+	__shared__ float mh[GM], lh[GM];
+	float(*sc)[CH] = reinterpret_cast<float(*)[CH]>(sm);
+	int r = blockIdx.x, g = blockIdx.y, sp = blockIdx.z;
+	if (r >= *n_tokens)
+		return;
+	int ctx = tok_pos[r] + 1;
+	int start = sp * CH;
+	if (start >= ctx)
+		return;
+	int n = min(CH, ctx - start);
+	int nsplit = (ctx + CH - 1) / CH;
+	int G = d.n_heads / d.n_kv;
+	int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, grp = lane / LPR, sub = lane % LPR;
+	float scale = rsqrtf((float)HD);
+	const float *qr = q + (size_t)r * d.n_heads * HD + (size_t)g * G * HD + sub * EPL;
+	float qf[GM][EPL];
+#pragma unroll
+	for (int h = 0; h < GM; h++)
+#pragma unroll
+		for (int e = 0; e < EPL; e++)
+			qf[h][e] = h < G ? qr[h * HD + e] * scale : 0.0f;
+
+	const int32_t *pt = page_table + (size_t)tok_seq[r] * d.max_pages;
+	size_t per_head = (size_t)d.page_tokens * HD;
+	size_t kv_stride = (size_t)d.n_kv * per_head; /* K block to V block of one page+layer */
+	size_t page_stride = (size_t)d.n_layers * 2 * kv_stride;
+	const T *base = pool + (size_t)layer * 2 * kv_stride + (size_t)g * per_head + sub * EPL;
+	/* the chunk's page ids, once, so that the K loads below depend on no global load */
+	int pg0 = start / d.page_tokens, npg = (start + n - 1) / d.page_tokens - pg0 + 1;
+	for (int i = threadIdx.x; i < npg; i += blockDim.x)
+		pg[i] = pt[pg0 + i];
+	__syncthreads();
+
+	/* phase 1: scores */
+#pragma unroll 4
+	for (int j0 = wid * PPI; j0 < n; j0 += 4 * PPI) {
+		int j = j0 + grp;
+		float acc[GM];
+#pragma unroll
+		for (int h = 0; h < GM; h++)
+			acc[h] = 0.0f;
+		if (j < n) {
+			int p = start + j;
+			long long off = (long long)pg[p / d.page_tokens - pg0] * (long long)page_stride +
+					(long long)(p % d.page_tokens) * HD;
+			if (sub == 0)
+				roff[j] = off;
+			float kf[EPL];
+			load_dv<T, EPL>(base + off, kf);
+#pragma unroll
+			for (int h = 0; h < GM; h++)
+#pragma unroll
+				for (int e = 0; e < EPL; e++)
+					acc[h] = fmaf(qf[h][e], kf[e], acc[h]);
+		}
+#pragma unroll
+		for (int o = 1; o < LPR; o <<= 1)
+#pragma unroll
+			for (int h = 0; h < GM; h++)
+				if (h < G)
+					acc[h] += __shfl_xor_sync(0xffffffffu, acc[h], o);
+		if (j < n && sub == 0)
+#pragma unroll
+			for (int h = 0; h < GM; h++)
+				if (h < G)
+					sc[h][j] = acc[h];
+	}
+	__syncthreads();
+
+	/* phase 2: softmax statistics per head */
+	for (int h = wid; h < G; h += blockDim.x >> 5) {
+		float m = -INFINITY;
+		for (int j = lane; j < n; j += 32)
+			m = fmaxf(m, sc[h][j]);
+		m = warp_max(m);
+		float l = 0.0f;
+		for (int j = lane; j < n; j += 32) {
+			float e = __expf(sc[h][j] - m);
+			sc[h][j] = e;
+			l += e;
+		}
+		l = warp_sum(l);
+		if (lane == 0) {
+			mh[h] = m;
+			lh[h] = l;
+		}
+	}
+	__syncthreads();
+
+	/* phase 3: p * V */
+	float o[GM][EPL];
+#pragma unroll
+	for (int h = 0; h < GM; h++)
+#pragma unroll
+		for (int e = 0; e < EPL; e++)
+			o[h][e] = 0.0f;
+	const T *vbase = base + kv_stride;
+#pragma unroll 4
+	for (int j = wid * PPI + grp; j < n; j += 4 * PPI) {
+		float v[EPL];
+		load_dv<T, EPL>(vbase + roff[j], v);
+#pragma unroll
+		for (int h = 0; h < GM; h++) {
+			if (h < G) {
+				float pj = sc[h][j];
+#pragma unroll
+				for (int e = 0; e < EPL; e++)
+					o[h][e] = fmaf(pj, v[e], o[h][e]);
+			}
+		}
+	}
+#pragma unroll
+	for (int off = LPR; off < 32; off <<= 1)
+#pragma unroll
+		for (int h = 0; h < GM; h++)
+			if (h < G)
+#pragma unroll
+				for (int e = 0; e < EPL; e++)
+					o[h][e] += __shfl_xor_sync(0xffffffffu, o[h][e], off);
+	__syncthreads(); /* sc is dead: reuse sm for the cross-warp sum */
+	float *red = sm; /* (4 warps, GM, HD) */
+	if (grp == 0)
+#pragma unroll
+		for (int h = 0; h < GM; h++)
+			if (h < G)
+#pragma unroll
+				for (int e = 0; e < EPL; e++)
+					red[((size_t)wid * GM + h) * HD + sub * EPL + e] = o[h][e];
+	__syncthreads();
+	for (int i = threadIdx.x; i < G * HD; i += blockDim.x) {
+		int h = i / HD, dd = i % HD, qh = g * G + h;
+		float acc = red[(0 * GM + h) * HD + dd] + red[(1 * GM + h) * HD + dd] +
+			    red[(2 * GM + h) * HD + dd] + red[(3 * GM + h) * HD + dd];
+		if (nsplit == 1) {
+			out[(size_t)r * d.n_heads * HD + (size_t)qh * HD + dd] = from_f<T>(acc / lh[h]);
+		} else {
+			size_t slot = ((size_t)r * d.n_heads + qh) * max_splits + sp;
+			ws_o[slot * HD + dd] = acc;
+			if (dd == 0) {
+				ws_ml[slot * 2] = mh[h];
+				ws_ml[slot * 2 + 1] = lh[h];
+			}
+		}
+	}
+}
+
+/* grid (bucket, n_heads), block HD (<= 256). */
+template <typename T, int HD, int CH>
+__global__ void k_attn_merge(struct pk_dims d, const int32_t *__restrict__ n_tokens,
+			     const int32_t *__restrict__ tok_pos, int max_splits,
+			     const float *__restrict__ ws_o, const float *__restrict__ ws_ml,
+			     T *__restrict__ out)
+{
+	int r = blockIdx.x, qh = blockIdx.y, dd = threadIdx.x;
+	if (r >= *n_tokens)
+		return;
+	int ctx = tok_pos[r] + 1;
+	int nsplit = (ctx + CH - 1) / CH;
+	if (nsplit == 1)
+		return;
+	size_t slot0 = ((size_t)r * d.n_heads + qh) * max_splits;
+	float m = -INFINITY;
+	for (int s = 0; s < nsplit; s++)
+		m = fmaxf(m, ws_ml[(slot0 + s) * 2]);
+	float l = 0.0f, acc = 0.0f;
+	for (int s = 0; s < nsplit; s++) {
+		float f = __expf(ws_ml[(slot0 + s) * 2] - m);
+		l += ws_ml[(slot0 + s) * 2 + 1] * f;
+		acc += ws_o[(slot0 + s) * HD + dd] * f;
+	}
+	out[(size_t)r * d.n_heads * HD + (size_t)qh * HD + dd] = from_f<T>(acc / l);
+}
+
+template <typename T, int HD, int CH>
+void attention_launch_ch(const struct pk_dims *d, const float *q, const void *pool, int layer,
+			 const struct pk_step_batch *b, int bucket, int max_splits, float *ws_o,
+			 float *ws_ml, void *out, cudaStream_t st)
+{
+	/* max_splits counts PK_ATTN_CHUNK-position chunks; it is the ws row stride */
+	int splits = (max_splits * PK_ATTN_CHUNK + CH - 1) / CH;
+	dim3 g1(bucket, d->n_kv, splits);
+	k_attention<T, HD, CH><<<g1, 128, 0, st>>>(*d, q, static_cast<const T *>(pool), layer,
+						    b->n_tokens, b->tok_pos, b->tok_seq,
+						    b->page_table, max_splits, ws_o, ws_ml,
+						    static_cast<T *>(out));
+	if (splits > 1) {
+		dim3 g2(bucket, d->n_heads);
+		k_attn_merge<T, HD, CH><<<g2, HD, 0, st>>>(*d, b->n_tokens, b->tok_pos, max_splits,
+							    ws_o, ws_ml, static_cast<T *>(out));
+	}
+}
+
+template <typename T, int HD>
+void attention_launch(const struct pk_dims *d, const float *q, const void *pool, int layer,
+		      const struct pk_step_batch *b, int bucket, int max_splits, float *ws_o,
+		      float *ws_ml, void *out, cudaStream_t st)
+{
+	if (bucket >= 16)
+		attention_launch_ch<T, HD, 256>(d, q, pool, layer, b, bucket, max_splits, ws_o,
+						ws_ml, out, st);
+	else
+		attention_launch_ch<T, HD, PK_ATTN_CHUNK>(d, q, pool, layer, b, bucket, max_splits,
+							  ws_o, ws_ml, out, st);
+}
+
+/* ---------------------------------------------------------------- SwiGLU */
+
+template <typename T>
+__global__ void k_swiglu(const float *__restrict__ gu, int inter, size_t total, T *__restrict__ out)
+{
+	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+	if (i >= total)
+		return;
+	size_t r = i / inter, c = i % inter;
+	float g = gu[r * 2 * inter + c], u = gu[r * 2 * inter + inter + c];
+	out[i] = from_f<T>(g / (1.0f + __expf(-g)) * u);
+}
+
+/* ---------------------------------------------------------------- sampling */
+
+/* One block of 1024 threads per sequence, following model/sample.h's exact order step by step.
+ * The order (z descending, id ascending) is encoded in a 64-bit key per token: orderable bits of
+ * z above, ~id below, so "first m in order" = "the m largest keys". Each of top-k, top-p and the
+ * draw is a bisection over the key space for the largest key whose (count, exact integer weight
+ * sum) over keys >= it satisfies the step's predicate: at most 64 passes over the vocabulary each
+ * (no sort, no per-token allocation). Greedy is one pass. */
+__device__ void block_argmax(float v, int idx, float *rv, int *ri, float *outv, int *outi)
+{
+	int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+#pragma unroll
+	for (int o = 16; o > 0; o >>= 1) {
+		float v2 = __shfl_xor_sync(0xffffffffu, v, o);
+		int i2 = __shfl_xor_sync(0xffffffffu, idx, o);
+		if (v2 > v || (v2 == v && i2 < idx)) {
+			v = v2;
+			idx = i2;
+		}
+	}
+	__syncthreads();
+	if (lane == 0) {
+		rv[w] = v;
+		ri[w] = idx;
+	}
+	__syncthreads();
+	if (w == 0) {
+		int nw = blockDim.x >> 5;
+		v = lane < nw ? rv[lane] : -INFINITY;
+		idx = lane < nw ? ri[lane] : 0x7fffffff;
+#pragma unroll
+		for (int o = 16; o > 0; o >>= 1) {
+			float v2 = __shfl_xor_sync(0xffffffffu, v, o);
+			int i2 = __shfl_xor_sync(0xffffffffu, idx, o);
+			if (v2 > v || (v2 == v && i2 < idx)) {
+				v = v2;
+				idx = i2;
+			}
+		}
+		if (lane == 0) {
+			*outv = v;
+			*outi = idx;
+		}
+	}
+	__syncthreads();
+}
+
+__device__ __forceinline__ float samp_z(float l, float temp)
+{
+	float z = __fdiv_rn(l, temp); /* step 2: one IEEE division */
+	if (z != z)
+		z = -INFINITY;
+	if (z == 0.0f)
+		z = 0.0f; /* -0 and +0 tie, broken by id */
+	return z;
+}
+
+__device__ __forceinline__ unsigned long long samp_key(float z, int id)
+{
+	unsigned u = __float_as_uint(z);
+	u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+	return ((unsigned long long)u << 32) | (unsigned)(0xffffffffu - (unsigned)id);
+}
+
+/* (count, weight sum) over tokens with key >= kk; every thread gets both. */
+__device__ void samp_reduce(const float *l, const unsigned long long *w, int vocab, float temp,
+			    unsigned long long kk, unsigned long long *red, unsigned long long *cnt,
+			    unsigned long long *sum)
+{
+	unsigned long long c = 0, sw = 0;
+	for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
+		if (samp_key(samp_z(l[i], temp), i) >= kk) {
+			c++;
+			sw += w[i];
+		}
+	}
+#pragma unroll
+	for (int o = 16; o > 0; o >>= 1) {
+		c += __shfl_xor_sync(0xffffffffu, c, o);
+		sw += __shfl_xor_sync(0xffffffffu, sw, o);
+	}
+	int lane = threadIdx.x & 31, wi = threadIdx.x >> 5, nw = blockDim.x >> 5;
+	__syncthreads();
+	if (lane == 0) {
+		red[wi] = c;
+		red[32 + wi] = sw;
+	}
+	__syncthreads();
+	c = lane < nw ? red[lane] : 0;
+	sw = lane < nw ? red[32 + lane] : 0;
+#pragma unroll
+	for (int o = 16; o > 0; o >>= 1) {
+		c += __shfl_xor_sync(0xffffffffu, c, o);
+		sw += __shfl_xor_sync(0xffffffffu, sw, o);
+	}
+	*cnt = c;
+	*sum = sw;
+}
+
+__global__ void __launch_bounds__(1024) k_sample(const int32_t *__restrict__ n_seqs,
+						 const int32_t *__restrict__ seq_row,
+						 const struct pk_sampling *__restrict__ samp,
+						 const float *__restrict__ logits, int vocab,
+						 unsigned long long *__restrict__ wbuf,
+						 int32_t *__restrict__ out_token,
+						 float *__restrict__ out_logprob)
+{
+	__shared__ float red[32];
+	__shared__ float rv[32];
+	__shared__ int ri[32];
+	__shared__ unsigned long long red64[64];
+	__shared__ float bmax;
+	__shared__ int bidx;
+	int s = blockIdx.x;
+	if (s >= *n_seqs || seq_row[s] < 0)
+		return;
+	const float *l = logits + (size_t)seq_row[s] * vocab;
+	unsigned long long *w = wbuf + (size_t)s * vocab;
+	struct pk_sampling sp = samp[s];
+
+	/* greedy token (lowest id among the largest raw logits; NaN never; all NaN: 0) */
+	float bv = -INFINITY;
+	int bi = 0x7fffffff;
+	for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
+		float v = l[i];
+		if (v > bv || (v == bv && i < bi)) {
+			bv = v;
+			bi = i;
+		}
+	}
+	block_argmax(bv, bi, rv, ri, &bmax, &bidx);
+	float mx = bmax;
+	int tok = bidx == 0x7fffffff ? 0 : bidx;
+	/* log-sum-exp of the raw logits for the logprob */
+	float se = 0.0f;
+	if (mx > -INFINITY)
+		for (int i = threadIdx.x; i < vocab; i += blockDim.x)
+			se += l[i] == l[i] ? expf(l[i] - mx) : 0.0f;
+	se = block_sum(se, red);
+	float lse = mx + logf(se);
+
+	if (sp.temperature > 0.0f) {
+		float temp = sp.temperature;
+		/* zmax and the first token in order */
+		float zb = -INFINITY;
+		int zi = 0x7fffffff;
+		for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
+			float z = samp_z(l[i], temp);
+			if (z > zb || (z == zb && i < zi)) {
+				zb = z;
+				zi = i;
+			}
+		}
+		block_argmax(zb, zi, rv, ri, &bmax, &bidx);
+		float zmax = bmax;
+		if (zmax > -INFINITY) {
+			for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
+				float z = samp_z(l[i], temp);
+				w[i] = mdl_exp_weight(z == zmax ? 0.0f : z - zmax);
+			}
+			__syncthreads();
+			unsigned long long kmax = samp_key(zmax, bidx), cnt, sum;
+			unsigned long long lo = 0; /* every key >= 0: the whole vocabulary */
+			/* step 5: the top_k largest keys */
+			if (sp.top_k > 0 && sp.top_k < vocab) {
+				unsigned long long a = 0, b = kmax;
+				while (a < b) {
+					unsigned long long mid = a + (b - a + 1) / 2;
+					samp_reduce(l, w, vocab, temp, mid, red64, &cnt, &sum);
+					if (cnt >= (unsigned long long)sp.top_k)
+						a = mid;
+					else
+						b = mid - 1;
+				}
+				lo = a;
+			}
+			samp_reduce(l, w, vocab, temp, lo, red64, &cnt, &sum);
+			unsigned long long S = sum, SP = S;
+			/* step 6: shortest prefix with (double)cum >= top_p * S */
+			if (sp.top_p > 0.0f && sp.top_p < 1.0f) {
+				double thr = (double)sp.top_p * (double)S;
+				unsigned long long a = lo, b = kmax;
+				while (a < b) {
+					unsigned long long mid = a + (b - a + 1) / 2;
+					samp_reduce(l, w, vocab, temp, mid, red64, &cnt, &sum);
+					if ((double)sum >= thr)
+						a = mid;
+					else
+						b = mid - 1;
+				}
+				lo = a;
+				samp_reduce(l, w, vocab, temp, lo, red64, &cnt, &sum);
+				SP = sum;
+			}
+			/* steps 7, 8: first of P whose running sum exceeds target */
+			unsigned long long target = mdl_scale24(SP, mdl_random24(sp.seed, sp.counter));
+			unsigned long long a = lo, b = kmax;
+			while (a < b) {
+				unsigned long long mid = a + (b - a + 1) / 2;
+				samp_reduce(l, w, vocab, temp, mid, red64, &cnt, &sum);
+				if (sum > target)
+					a = mid;
+				else
+					b = mid - 1;
+			}
+			tok = (int)(0xffffffffu - (unsigned)(a & 0xffffffffu));
+		}
+	}
+	if (threadIdx.x == 0) {
+		out_token[s] = tok;
+		out_logprob[s] = l[tok] - lse;
+	}
+}
+
+/* ---------------------------------------------------------------- misc */
+
+__global__ void k_done(unsigned long long *done)
+{
+	/* R-done: release, gpu scope; pairs with the poller's acquire of *done */
+	__threadfence();
+	atomicAdd(done, 1ull);
+}
+
+template <typename T>
+__global__ void k_fill(T *p, size_t n, uint64_t seed, float scale, float value)
+{
+	for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+	     i += (size_t)gridDim.x * blockDim.x) {
+		float v = value;
+		if (scale != 0.0f)
+			v = (mdl_uniform(seed, i) * 2.0f - 1.0f) * scale;
+		p[i] = from_f<T>(v);
+	}
+}
+
+int launch_err(void)
+{
+	/* (declared above for the skinny launcher) */
+	return cudaPeekAtLastError() == cudaSuccess ? 0 : -EIO;
+}
+
+} /* namespace */
+
+/* ---------------------------------------------------------------- launchers */
+
+int pk_k_embed(enum pk_step_dtype dt, const void *emb, int hidden, const int32_t *tok_id,
+	       const int32_t *n_rows, int bucket, float *h, float *ss, int ss_ld, cudaStream_t st)
+{
+	if (dt == PK_STEP_BF16)
+		k_embed<bf16><<<bucket, 256, 0, st>>>(static_cast<const bf16 *>(emb), hidden, tok_id,
+						       n_rows, h, ss, ss_ld);
+	else
+		k_embed<float><<<bucket, 256, 0, st>>>(static_cast<const float *>(emb), hidden,
+							tok_id, n_rows, h, ss, ss_ld);
+	return launch_err();
+}
+
+int pk_k_rmsnorm(enum pk_step_dtype dt, float *h, const float *delta, const void *w, int hidden,
+		 float eps, const int32_t *gather, const int32_t *n_rows, int bucket, void *out,
+		 cudaStream_t st)
+{
+	int th = hidden >= 4096 ? 1024 : hidden >= 1024 ? 512 : 256;
+	if (dt == PK_STEP_BF16)
+		k_rmsnorm<bf16><<<bucket, th, 0, st>>>(h, delta, static_cast<const bf16 *>(w), hidden,
+							eps, gather, n_rows,
+							static_cast<bf16 *>(out));
+	else
+		k_rmsnorm<float><<<bucket, th, 0, st>>>(h, delta, static_cast<const float *>(w),
+							 hidden, eps, gather, n_rows,
+							 static_cast<float *>(out));
+	return launch_err();
+}
+
+int pk_k_gemm(void *cublas, enum pk_step_dtype dt, const void *W, int N, int K, const void *x,
+	      int ldx, int M, float *y, int ldy, int force_cublas, cudaStream_t st)
+{
+	if (K % 8 || ldx % 8 || M < 1)
+		return -EINVAL;
+	if (M <= PK_GEMV_MAX_ROWS && !force_cublas) {
+		int rc = dt == PK_STEP_BF16 ? gemv_dispatch<bf16>(W, N, K, x, ldx, M, y, ldy, st)
+					    : gemv_dispatch<float>(W, N, K, x, ldx, M, y, ldy, st);
+		return rc ? rc : launch_err();
+	}
+	if (!cublas)
+		return -EINVAL;
+	cublasHandle_t hdl = static_cast<cublasHandle_t>(cublas);
+	const float one = 1.0f, zero = 0.0f;
+	cudaDataType_t t = dt == PK_STEP_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+	/* row-major y (M, ldy) = x (M, K) W^T  <=>  column-major y^T (N x M) = W^T' ... */
+	cublasStatus_t cs = cublasGemmEx(hdl, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, W, t, K, x, t,
+					 ldx, &zero, y, CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F,
+					 CUBLAS_GEMM_DEFAULT);
+	return cs == CUBLAS_STATUS_SUCCESS ? 0 : -EIO;
+}
+
+int pk_k_qkv_post(enum pk_step_dtype dt, const struct pk_dims *d, const float *qkv,
+		  const void *bias, const void *qn, const void *kn, const float *inv_freq,
+		  const struct pk_step_batch *b, int bucket, void *kv_pool, int layer, float *q,
+		  cudaStream_t st)
+{
+	if (d->head_dim % 64 || d->head_dim > 256)
+		return -EINVAL;
+	dim3 grid(bucket, d->n_heads + 2 * d->n_kv);
+	int th = d->head_dim / 2;
+	if (dt == PK_STEP_BF16)
+		k_qkv_post<bf16><<<grid, th, 0, st>>>(*d, qkv, static_cast<const bf16 *>(bias),
+						       static_cast<const bf16 *>(qn),
+						       static_cast<const bf16 *>(kn), inv_freq,
+						       b->n_tokens, b->tok_pos, b->tok_seq,
+						       b->page_table, static_cast<bf16 *>(kv_pool),
+						       layer, q);
+	else
+		k_qkv_post<float><<<grid, th, 0, st>>>(*d, qkv, static_cast<const float *>(bias),
+							static_cast<const float *>(qn),
+							static_cast<const float *>(kn), inv_freq,
+							b->n_tokens, b->tok_pos, b->tok_seq,
+							b->page_table, static_cast<float *>(kv_pool),
+							layer, q);
+	return launch_err();
+}
+
+int pk_k_attention(enum pk_step_dtype dt, const struct pk_dims *d, const float *q,
+		   const void *kv_pool, int layer, const struct pk_step_batch *b, int bucket,
+		   int max_splits, float *ws_o, float *ws_ml, void *out, cudaStream_t st)
+{
+	if (d->n_heads % d->n_kv || d->n_heads / d->n_kv > PK_ATTN_GMAX)
+		return -EINVAL;
+	switch (d->head_dim * 2 + (dt == PK_STEP_BF16)) {
+	case 129: attention_launch<bf16, 64>(d, q, kv_pool, layer, b, bucket, max_splits, ws_o, ws_ml, out, st); break;
+	case 257: attention_launch<bf16, 128>(d, q, kv_pool, layer, b, bucket, max_splits, ws_o, ws_ml, out, st); break;
+	case 513: attention_launch<bf16, 256>(d, q, kv_pool, layer, b, bucket, max_splits, ws_o, ws_ml, out, st); break;
+	case 128: attention_launch<float, 64>(d, q, kv_pool, layer, b, bucket, max_splits, ws_o, ws_ml, out, st); break;
+	case 256: attention_launch<float, 128>(d, q, kv_pool, layer, b, bucket, max_splits, ws_o, ws_ml, out, st); break;
+	case 512: attention_launch<float, 256>(d, q, kv_pool, layer, b, bucket, max_splits, ws_o, ws_ml, out, st); break;
+	default: return -EINVAL;
+	}
+	return launch_err();
+}
+
+int pk_k_swiglu(enum pk_step_dtype dt, const float *gu, int inter, int bucket, void *out,
+		cudaStream_t st)
+{
+	size_t total = (size_t)inter * bucket;
+	unsigned blocks = (unsigned)((total + 255) / 256);
+	if (dt == PK_STEP_BF16)
+		k_swiglu<bf16><<<blocks, 256, 0, st>>>(gu, inter, total, static_cast<bf16 *>(out));
+	else
+		k_swiglu<float><<<blocks, 256, 0, st>>>(gu, inter, total, static_cast<float *>(out));
+	return launch_err();
+}
+
+int pk_k_sample(const struct pk_step_batch *b, int vocab, int max_seqs, uint64_t *wscratch,
+		cudaStream_t st)
+{
+	k_sample<<<max_seqs, 1024, 0, st>>>(b->n_seqs, b->seq_row, b->samp, b->logits, vocab,
+					    (unsigned long long *)wscratch, b->out_token,
+					    b->out_logprob);
+	return launch_err();
+}
+
+int pk_k_done(unsigned long long *done, cudaStream_t st)
+{
+	k_done<<<1, 1, 0, st>>>(done);
+	return launch_err();
+}
+
+int pk_k_fill(enum pk_step_dtype dt, void *p, size_t n, uint64_t seed, float scale, float value,
+	      cudaStream_t st)
+{
+	if (dt == PK_STEP_BF16)
+		k_fill<bf16><<<1024, 256, 0, st>>>(static_cast<bf16 *>(p), n, seed, scale, value);
+	else
+		k_fill<float><<<1024, 256, 0, st>>>(static_cast<float *>(p), n, seed, scale, value);
+	return launch_err();
+}
+
+int pk_k_skinny(const struct pk_skinny *a, int in, int out, cudaStream_t st)
+{
+	if (a->K % 32 || a->M < 1 || a->M > 16 || (in == PK_IN_X && a->ldx % 8) ||
+	    (in == PK_IN_NORM && a->ldh % 4))
+		return -EINVAL;
+	unsigned grid = (unsigned)((a->N + 15) / 16);
+	if (a->M == 1 && !getenv("PK_SKINNY_MMA1")) {
+		grid = (unsigned)((a->N + 7) / 8);
+		if (in == PK_IN_X)
+			gemv1_out<PK_IN_X>(a, out, grid, st);
+		else
+			gemv1_out<PK_IN_NORM>(a, out, grid, st);
+	} else if (a->M <= 8) {
+		if (in == PK_IN_X)
+			skinny_out<1, PK_IN_X>(a, out, grid, st);
+		else
+			skinny_out<1, PK_IN_NORM>(a, out, grid, st);
+	} else {
+		if (in == PK_IN_X)
+			skinny_out<2, PK_IN_X>(a, out, grid, st);
+		else
+			skinny_out<2, PK_IN_NORM>(a, out, grid, st);
+	}
+	return launch_err();
+}
+
+int pk_k_skinny_parts(int N, int M)
+{
+	return M == 1 && !getenv("PK_SKINNY_MMA1") ? (N + 7) / 8 : (N + 15) / 16;
+}
