@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * tests/gpu/gpu_test.h: helpers shared by the GPU tests: CUDA checks, a seeded RNG, dtype
- * rounding, relative-error norms, and the skip rule (exit 77 when no GPU is present).
- * Ownership: none (static inline helpers). Threading: test main thread only.
+ * rounding, relative-error norms, the skip rule (exit 77 when no GPU is present), opening a model
+ * with its step, and the closing PASS/FAIL line.
+ * Ownership: static inline helpers; gt_open_step() hands the caller a model and a step to close
+ * (pk_step_destroy, mdl_close). Threading: test main thread only.
  */
 #ifndef OFFPATH_TESTS_GPU_TEST_H
 #define OFFPATH_TESTS_GPU_TEST_H
@@ -18,6 +20,7 @@
 extern "C" {
 #include "mdl.h"
 }
+#include "step.h"
 
 #define CK(x)                                                                                  \
 	do {                                                                                   \
@@ -37,6 +40,44 @@ extern "C" {
 			exit(1);                                                               \
 		}                                                                              \
 	} while (0)
+
+/* The tests' step options: 16-token pages, a KV pool of 5% of the free GPU memory, max_tokens
+ * tokens and as many logit rows per step, max_seqs sequences, contexts up to max_ctx; the rest
+ * 0. */
+static inline void gt_step_opts(struct pk_step_opts *o, int f32, int max_tokens, int max_seqs,
+				int max_ctx)
+{
+	memset(o, 0, sizeof(*o));
+	o->dtype = f32 ? PK_STEP_F32 : PK_STEP_BF16;
+	o->page_tokens = 16;
+	o->gpu_mem_fraction = 0.05;
+	o->max_tokens = max_tokens;
+	o->max_seqs = max_seqs;
+	o->max_logits = max_tokens;
+	o->max_ctx = max_ctx;
+}
+
+/* mdl_open(dir) into *m, then pk_step_create(o) into *s; on failure "prog: <error>" on stderr
+ * and -1 */
+static inline int gt_open_step(const char *prog, const char *dir, const struct pk_step_opts *o,
+			       struct mdl **m, struct pk_step **s)
+{
+	char err[MDL_ERR_LEN];
+
+	if (mdl_open(m, dir, err, sizeof(err)) || pk_step_create(s, *m, o, err, sizeof(err))) {
+		fprintf(stderr, "%s: %s\n", prog, err);
+		return -1;
+	}
+	return 0;
+}
+
+/* "prog: PASS|FAIL (N failure[s])" and the exit code: 0 when failures is 0, else 1 */
+static inline int gt_result(const char *prog, int failures)
+{
+	printf("%s: %s (%d failure%s)\n", prog, failures ? "FAIL" : "PASS", failures,
+	       failures == 1 ? "" : "s");
+	return failures ? 1 : 0;
+}
 
 /* exit 77 (skip) with a clear message when no CUDA device can be used */
 static inline void gt_require_gpu(const char *prog)

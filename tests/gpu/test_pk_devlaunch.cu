@@ -64,26 +64,12 @@ int main(int argc, char **argv)
 		printf("test_pk_devlaunch: SKIP: usage: test_pk_devlaunch MODEL_DIR [bf16|f32]\n");
 		return 77;
 	}
-	struct mdl *m;
-	char err[MDL_ERR_LEN];
-	if (mdl_open(&m, argv[1], err, sizeof(err))) {
-		fprintf(stderr, "test_pk_devlaunch: %s\n", err);
-		return 1;
-	}
 	struct pk_step_opts o;
-	memset(&o, 0, sizeof(o));
-	o.dtype = argc > 2 && !strcmp(argv[2], "f32") ? PK_STEP_F32 : PK_STEP_BF16;
-	o.page_tokens = 16;
-	o.gpu_mem_fraction = 0.05;
-	o.max_tokens = 32;
-	o.max_seqs = 1;
-	o.max_logits = 32;
-	o.max_ctx = 512;
+	gt_step_opts(&o, argc > 2 && !strcmp(argv[2], "f32"), 32, 1, 512);
+	struct mdl *m;
 	struct pk_step *s;
-	if (pk_step_create(&s, m, &o, err, sizeof(err))) {
-		fprintf(stderr, "test_pk_devlaunch: %s\n", err);
+	if (gt_open_step("test_pk_devlaunch", argv[1], &o, &m, &s))
 		return 1;
-	}
 	int vocab = pk_step_vocab(s), mp = pk_step_max_pages_per_seq(s);
 	const struct pk_step_batch *b = pk_step_batch(s);
 	cudaStream_t st;

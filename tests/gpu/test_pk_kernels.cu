@@ -700,7 +700,5 @@ int main(void)
 	test_sample(&rng, 1000);
 	cublasDestroy(hdl);
 	cudaFree(ws);
-	printf("test_pk_kernels: %s (%d failure%s)\n", failures ? "FAIL" : "PASS", failures,
-	       failures == 1 ? "" : "s");
-	return failures ? 1 : 0;
+	return gt_result("test_pk_kernels", failures);
 }

@@ -415,29 +415,14 @@ int main(int argc, char **argv)
 		printf("test_pk_step: SKIP: no --model DIR given (tests/gpu/run.sh makes them)\n");
 		return 77;
 	}
-	struct mdl *m;
-	char err[MDL_ERR_LEN];
-	if (mdl_open(&m, model, err, sizeof(err))) {
-		fprintf(stderr, "test_pk_step: %s\n", err);
-		return 1;
-	}
 	int f32 = !strcmp(dtype, "f32");
 	struct pk_step_opts o;
-	memset(&o, 0, sizeof(o));
-	o.dtype = f32 ? PK_STEP_F32 : PK_STEP_BF16;
-	o.page_tokens = 16;
-	o.kv_bytes = 0;
-	o.gpu_mem_fraction = 0.05;
-	o.max_tokens = 128;
-	o.max_seqs = 4;
-	o.max_logits = 128;
-	o.max_ctx = 1024;
+	gt_step_opts(&o, f32, 128, 4, 1024); /* kv_bytes 0: the memory fraction decides */
 	o.progress = 1;
+	struct mdl *m;
 	struct pk_step *s;
-	if (pk_step_create(&s, m, &o, err, sizeof(err))) {
-		fprintf(stderr, "test_pk_step: %s\n", err);
+	if (gt_open_step("test_pk_step", model, &o, &m, &s))
 		return 1;
-	}
 	vocab = pk_step_vocab(s);
 	printf("test_pk_step: %s (%s, %s on GPU as %s): %d layers, hidden %d, heads %d/%d x %d, vocab %d, "
 	       "%d KV pages\n",
@@ -457,7 +442,5 @@ int main(int argc, char **argv)
 	cudaStreamDestroy(st);
 	pk_step_destroy(s);
 	mdl_close(m);
-	printf("test_pk_step: %s (%d failure%s)\n", failures ? "FAIL" : "PASS", failures,
-	       failures == 1 ? "" : "s");
-	return failures ? 1 : 0;
+	return gt_result("test_pk_step", failures);
 }

@@ -18,8 +18,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "check.h"
 #include "emu.h"
 #include "fake_model.h"
+#include "pk_test.h"
 
 #define V 64
 #ifdef EMU_TEST_TSAN
@@ -28,15 +30,6 @@
 #define NJ 300
 #endif
 #define MAXTOK 200
-
-static int fails;
-#define CHECK(c)                                                                        \
-	do {                                                                            \
-		if (!(c)) {                                                             \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c); \
-			fails++;                                                        \
-		}                                                                       \
-	} while (0)
 
 struct job {
 	uint64_t id;
@@ -77,16 +70,6 @@ static int32_t c_sample(void *ctx, const float *logits, const struct mdl_samplin
 {
 	(void)ctx;
 	return fm_sample(V, logits, p, counter, logprob);
-}
-
-static struct ring_hdr *ring_new(uint32_t kind, uint32_t n, uint32_t arena)
-{
-	uint64_t b = ring_bytes(kind, n, arena);
-	void *m = NULL;
-
-	if (!b || posix_memalign(&m, RING_LINE, b) || ring_init(m, b, kind, n, arena))
-		abort();
-	return m;
 }
 
 static void cfg_default(struct sched_config *c)
@@ -242,12 +225,14 @@ static int all_done(int n)
 	return 1;
 }
 
-static struct pk_backend *make(struct pk_rings *r, const struct sched_config *c)
+/* Fresh rings (the token ring of tok_n slots) into *r and a backend over them with config c. */
+static struct pk_backend *make(struct pk_rings *r, uint32_t tok_n, const struct sched_config *c)
 {
 	struct pk_emu_opts o;
 	struct pk_emu_compute cp = {&FM, V, c_step, c_sample, NULL};
 	struct pk_backend *b = NULL;
 
+	pkt_rings(r, 16, 1024, tok_n, 8);
 	memset(&o, 0, sizeof(o));
 	o.rings = *r;
 	o.sched = *c;
@@ -261,8 +246,7 @@ static struct pk_backend *make(struct pk_rings *r, const struct sched_config *c)
 
 static void main_workload(void)
 {
-	struct pk_rings r = {ring_new(RING_KIND_REQ, 16, 1024), ring_new(RING_KIND_TOK, 8, 0),
-			     ring_new(RING_KIND_CTL, 8, 0)};
+	struct pk_rings r;
 	struct sched_config c;
 	struct pk_backend *b;
 	struct pk_stats st;
@@ -270,7 +254,7 @@ static void main_workload(void)
 
 	cfg_default(&c);
 	c.prompt_lp_rows = 7; /* long prompts' records take several steps */
-	b = make(&r, &c);
+	b = make(&r, 8, &c);
 	if (!b)
 		return;
 	for (i = 0; i < NJ; i++) {
@@ -344,17 +328,14 @@ static void main_workload(void)
 	       (unsigned long long)st.tokens_out, (unsigned long long)st.notices_out,
 	       (unsigned long long)st.preemptions, (unsigned long long)st.held_no_credit);
 	pk_backend_destroy(b);
-	free(r.req);
-	free(r.tok);
-	free(r.ctl);
+	pkt_rings_free(&r);
 }
 
 /* Drain: requests already in are finished; a request pushed after the drain stays in the ring.
  * Shutdown through the control ring: everything left is cancelled and the loop exits by itself. */
 static void drain_and_shutdown(void)
 {
-	struct pk_rings r = {ring_new(RING_KIND_REQ, 16, 1024), ring_new(RING_KIND_TOK, 64, 0),
-			     ring_new(RING_KIND_CTL, 8, 0)};
+	struct pk_rings r;
 	struct sched_config c;
 	struct pk_backend *b;
 	struct pk_stats st;
@@ -362,7 +343,7 @@ static void drain_and_shutdown(void)
 
 	cfg_default(&c);
 	c.n_eos = 0;
-	b = make(&r, &c);
+	b = make(&r, 64, &c);
 	if (!b)
 		return;
 	for (i = 0; i < 6; i++) {
@@ -400,15 +381,10 @@ static void drain_and_shutdown(void)
 	pk_backend_destroy(b);
 
 	/* Shutdown with requests running: each gets a CANCELLED record. */
-	free(r.req);
-	free(r.tok);
-	free(r.ctl);
-	r.req = ring_new(RING_KIND_REQ, 16, 1024);
-	r.tok = ring_new(RING_KIND_TOK, 64, 0);
-	r.ctl = ring_new(RING_KIND_CTL, 8, 0);
+	pkt_rings_free(&r);
 	memset(jobs, 0, sizeof(jobs));
 	last_t = 0;
-	b = make(&r, &c);
+	b = make(&r, 64, &c);
 	if (!b)
 		return;
 	for (i = 0; i < 4; i++) {
@@ -430,9 +406,7 @@ static void drain_and_shutdown(void)
 	pk_backend_stats(b, &st);
 	CHECK(st.exited == 1 && st.notices_out == 4);
 	pk_backend_destroy(b);
-	free(r.req);
-	free(r.tok);
-	free(r.ctl);
+	pkt_rings_free(&r);
 }
 
 int main(void)
@@ -442,10 +416,8 @@ int main(void)
 	last_t = 0;
 	drain_and_shutdown();
 	fm_fini(&FM);
-	if (fails) {
-		fprintf(stderr, "test_emu: %d checks failed\n", fails);
+	if (check_exit())
 		return 1;
-	}
 	printf("test_emu: ok\n");
 	return 0;
 }

@@ -16,19 +16,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "check.h"
 #include "emu.h"
+#include "pk_test.h"
 
 #define NREQ 12
 #define MAXG 24
-
-static int fails;
-#define CHECK(c)                                                                        \
-	do {                                                                            \
-		if (!(c)) {                                                             \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c); \
-			fails++;                                                        \
-		}                                                                       \
-	} while (0)
 
 static uint64_t rng = 2026;
 
@@ -180,16 +173,6 @@ static int reference(const struct mdl *m, struct req *r)
 	return rc;
 }
 
-static struct ring_hdr *ring_new(uint32_t kind, uint32_t n, uint32_t arena)
-{
-	uint64_t b = ring_bytes(kind, n, arena);
-	void *p = NULL;
-
-	if (!b || posix_memalign(&p, RING_LINE, b) || ring_init(p, b, kind, n, arena))
-		abort();
-	return p;
-}
-
 int main(void)
 {
 	static struct req reqs[NREQ];
@@ -228,9 +211,7 @@ int main(void)
 	}
 
 	memset(&o, 0, sizeof(o));
-	o.rings.req = ring_new(RING_KIND_REQ, 8, 512);
-	o.rings.tok = ring_new(RING_KIND_TOK, 16, 0);
-	o.rings.ctl = ring_new(RING_KIND_CTL, 8, 0);
+	pkt_rings(&o.rings, 8, 512, 16, 8);
 	o.sched.n_pages = 24; /* 96 positions for 12 requests of up to ~66: preemption */
 	o.sched.page_tokens = 4;
 	o.sched.max_ctx = 96;
@@ -294,10 +275,9 @@ int main(void)
 		CHECK(r->finish == RING_FINISH_LENGTH && r->n_got == r->n_ref);
 		CHECK(r->plp_bad == 0);
 		CHECK(r->n_plp == (r->rec.flags & RING_REQ_PROMPT_LOGPROBS ? r->n_prompt - 1 : 0));
-		if (r->n_got != r->n_ref || memcmp(r->got, r->ref, sizeof(int32_t) * (size_t)r->n_ref)) {
-			fprintf(stderr, "request %d: tokens differ from the unbatched reference\n", i);
-			fails++;
-		}
+		CHECK(r->n_got == r->n_ref &&
+		      memcmp(r->got, r->ref, sizeof(int32_t) * (size_t)r->n_ref) == 0,
+		      "request %d: tokens differ from the unbatched reference", i);
 	}
 	CHECK(st.preemptions > 0);
 	CHECK(pk_emu_sched(b)->kv.n_free == o.sched.n_pages);
@@ -305,14 +285,10 @@ int main(void)
 	       (unsigned long long)st.steps, (unsigned long long)st.step_tokens,
 	       (unsigned long long)st.preemptions);
 	pk_backend_destroy(b);
-	free(o.rings.req);
-	free(o.rings.tok);
-	free(o.rings.ctl);
+	pkt_rings_free(&o.rings);
 	model_free(&m);
-	if (fails) {
-		fprintf(stderr, "test_emu_cpu: %d checks failed\n", fails);
+	if (check_exit())
 		return 1;
-	}
 	printf("test_emu_cpu: ok\n");
 	return 0;
 }

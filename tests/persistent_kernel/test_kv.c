@@ -6,17 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "kv.h"
 #include "sample.h" /* mdl_mix64 as the test's random source */
-
-static int fails;
-#define CHECK(c)                                                                        \
-	do {                                                                            \
-		if (!(c)) {                                                             \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c); \
-			fails++;                                                        \
-		}                                                                       \
-	} while (0)
 
 #define NT 40
 
@@ -112,10 +104,8 @@ int main(void)
 	for (i = 0; i < NT; i++)
 		kv_table_release(&kv, &tabs[i]);
 	CHECK(kv_free_count(&kv) == n_pages && kv_check(&kv) == 0);
-	if (fails) {
-		fprintf(stderr, "test_kv: %d checks failed\n", fails);
+	if (check_exit())
 		return 1;
-	}
 	printf("test_kv: ok\n");
 	return 0;
 }

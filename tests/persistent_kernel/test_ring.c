@@ -14,7 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ring.h"
+#include "check.h"
+#include "pk_test.h"
+#include "sample.h" /* mdl_mix64 as the test's hash */
 
 #ifdef RING_TEST_TSAN
 #define N_TOK 200000u
@@ -24,43 +26,11 @@
 #define N_REQ 100000u
 #endif
 
-static int fails;
-#define CHECK(c)                                                                        \
-	do {                                                                            \
-		if (!(c)) {                                                             \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c); \
-			fails++;                                                        \
-		}                                                                       \
-	} while (0)
-
-static uint64_t mix(uint64_t x)
-{
-	x += 0x9e3779b97f4a7c15ull;
-	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-	return x ^ (x >> 31);
-}
-
-static struct ring_hdr *ring_new(uint32_t kind, uint32_t n, uint32_t arena)
-{
-	uint64_t b = ring_bytes(kind, n, arena);
-	void *m = NULL;
-
-	if (!b || posix_memalign(&m, RING_LINE, b))
-		return NULL;
-	memset(m, 0xa5, b); /* init must not rely on zeroed memory */
-	if (ring_init(m, b, kind, n, arena)) {
-		free(m);
-		return NULL;
-	}
-	return m;
-}
-
 /* ---- token ring: fill every field from i, check them all plus a checksum field --------------- */
 
 static void tok_fill(struct ring_tok_rec *r, uint64_t i)
 {
-	uint64_t h = mix(i);
+	uint64_t h = mdl_mix64(i);
 	int k;
 
 	memset(r, 0, sizeof(*r));
@@ -72,10 +42,10 @@ static void tok_fill(struct ring_tok_rec *r, uint64_t i)
 	r->finish = (uint8_t)(h >> 8 & 3);
 	r->n_top = (uint8_t)((h >> 16) % (RING_MAX_TOP + 1));
 	for (k = 0; k < RING_MAX_TOP; k++) {
-		r->top_ids[k] = (int32_t)(mix(h + (uint64_t)k) >> 33);
+		r->top_ids[k] = (int32_t)(mdl_mix64(h + (uint64_t)k) >> 33);
 		r->top_lps[k] = (float)k;
 	}
-	r->err = (int32_t)(mix(h ^ 0x55) >> 33);
+	r->err = (int32_t)(mdl_mix64(h ^ 0x55) >> 33);
 	r->logprob = (float)(r->token ^ r->err ^ r->top_ids[RING_MAX_TOP - 1]); /* checksum-ish */
 }
 
@@ -109,18 +79,27 @@ static void *tok_producer(void *arg)
 	return NULL;
 }
 
+/* Starts the producer thread fn(arg) of a stress run on ring h; -1 (a failed CHECK) when there is
+ * no ring. */
+static int producer_start(pthread_t *th, const struct ring_hdr *h, void *(*fn)(void *), void *arg)
+{
+	CHECK(h != NULL);
+	if (!h)
+		return -1;
+	pthread_create(th, NULL, fn, arg);
+	return 0;
+}
+
 static void stress_tok(uint32_t n_slots, uint64_t count)
 {
-	struct ring_hdr *h = ring_new(RING_KIND_TOK, n_slots, 0);
+	struct ring_hdr *h = pkt_ring_try(RING_KIND_TOK, n_slots, 0);
 	struct tok_arg a = {h, 0, count};
 	struct ring_tok_rec buf[32];
 	pthread_t th;
 	uint64_t next = 0, bad = 0;
 
-	CHECK(h != NULL);
-	if (!h)
+	if (producer_start(&th, h, tok_producer, &a))
 		return;
-	pthread_create(&th, NULL, tok_producer, &a);
 	while (next < count) {
 		uint32_t n = ring_tok_sc_pop_burst(h, buf, 1 + (uint32_t)(next % 32)), k;
 
@@ -145,12 +124,12 @@ static void stress_tok(uint32_t n_slots, uint64_t count)
 
 static uint32_t req_len(uint64_t i)
 {
-	return 1 + (uint32_t)(mix(i ^ 0x77) % 700);
+	return 1 + (uint32_t)(mdl_mix64(i ^ 0x77) % 700);
 }
 
 static int32_t req_tok(uint64_t i, uint32_t k)
 {
-	return (int32_t)(mix(i * 1000003u + k) >> 33);
+	return (int32_t)(mdl_mix64(i * 1000003u + k) >> 33);
 }
 
 static void req_fill(struct ring_req_rec *r, uint64_t i)
@@ -159,7 +138,7 @@ static void req_fill(struct ring_req_rec *r, uint64_t i)
 
 	memset(r, 0, sizeof(*r));
 	r->id = i;
-	r->seed = mix(i);
+	r->seed = mdl_mix64(i);
 	r->temperature = (float)(i % 10);
 	r->top_p = 0.5f;
 	r->top_k = (int32_t)(i % 100);
@@ -199,15 +178,13 @@ static void *req_producer(void *arg)
 
 static void stress_req(uint32_t n_slots, uint32_t arena)
 {
-	struct ring_hdr *h = ring_new(RING_KIND_REQ, n_slots, arena);
+	struct ring_hdr *h = pkt_ring_try(RING_KIND_REQ, n_slots, arena);
 	struct req_arg a = {h, 0};
 	pthread_t th;
 	uint64_t next = 0, bad = 0;
 
-	CHECK(h != NULL);
-	if (!h)
+	if (producer_start(&th, h, req_producer, &a))
 		return;
-	pthread_create(&th, NULL, req_producer, &a);
 	while (next < N_REQ) {
 		const struct ring_req_rec *r = ring_req_sc_peek(h);
 		struct ring_req_rec want;
@@ -256,16 +233,13 @@ static void *ctl_producer(void *arg)
 
 static void stress_ctl(void)
 {
-	struct ring_hdr *h = ring_new(RING_KIND_CTL, 16, 0);
+	struct ring_hdr *h = pkt_ring_try(RING_KIND_CTL, 16, 0);
 	struct ring_ctl_rec c;
 	pthread_t th;
 	uint64_t next = 0, bad = 0;
 
-	if (!h) {
-		CHECK(0);
+	if (producer_start(&th, h, ctl_producer, h))
 		return;
-	}
-	pthread_create(&th, NULL, ctl_producer, h);
 	while (next < N_REQ) {
 		if (!ring_ctl_sc_pop(h, &c)) {
 			sched_yield();
@@ -297,7 +271,7 @@ static void edges(void)
 	CHECK(ring_bytes(RING_KIND_TOK, 8, 0) == 3 * RING_LINE + 8 * 256);
 
 	/* Full and empty, with wrap-around over several laps. */
-	h = ring_new(RING_KIND_TOK, 4, 0);
+	h = pkt_ring_try(RING_KIND_TOK, 4, 0);
 	CHECK(h && ring_check(h, RING_KIND_TOK) == 0 && ring_check(h, RING_KIND_REQ) == -EINVAL);
 	for (uint32_t lap = 0; h && lap < 5; lap++) {
 		CHECK(ring_sp_free(h) == 4);
@@ -317,7 +291,7 @@ static void edges(void)
 	free(h);
 
 	/* Arena: exact fit, wrap skips the tail end, -EAGAIN while full, -E2BIG, -EINVAL. */
-	h = ring_new(RING_KIND_REQ, 8, 64);
+	h = pkt_ring_try(RING_KIND_REQ, 8, 64);
 	CHECK(h != NULL);
 	if (!h)
 		return;
@@ -367,10 +341,8 @@ int main(void)
 	stress_req(64, 4096);
 	stress_req(8, 1024); /* prompts up to 700: most pushes wrap or wait */
 	stress_ctl();
-	if (fails) {
-		fprintf(stderr, "test_ring: %d checks failed\n", fails);
+	if (check_exit())
 		return 1;
-	}
 	printf("test_ring: ok\n");
 	return 0;
 }

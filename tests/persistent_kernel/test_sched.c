@@ -11,21 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "fake_model.h"
 #include "pk_sched.h"
 
 #define V       50
 #define MAXJ    200
 #define MAXTOK  256
-
-static int fails;
-#define CHECK(c)                                                                        \
-	do {                                                                            \
-		if (!(c)) {                                                             \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c); \
-			fails++;                                                        \
-		}                                                                       \
-	} while (0)
 
 struct job {
 	uint64_t id;
@@ -293,6 +285,46 @@ static void cfg_default(struct sched_config *c)
 	c->eos_ids[0] = 7;
 }
 
+/* S from config c, and a fake model with c's pages. */
+static void start(const struct sched_config *c, struct fake_model *fm)
+{
+	CHECK(sched_init(S, c) == 0);
+	fm_init(fm, V, c->page_tokens, c->n_pages);
+}
+
+/* The references of jobs[0 .. n), each submitted after its reference is made. */
+static void ref_and_submit(const struct fake_model *fm, const struct sched_config *c, int n)
+{
+	for (int i = 0; i < n; i++) {
+		job_ref(fm, &jobs[i], c);
+		CHECK(job_submit(S, &jobs[i]) >= 0);
+	}
+}
+
+/* Drive S with a fixed credit per step until it is idle, at most `max` steps; returns the steps
+ * counted (max + 1 when it stopped at the bound). */
+static int run(struct fake_model *fm, int credit, int max)
+{
+	int steps = 0;
+
+	while (!sched_idle(S) && steps++ < max)
+		drive(S, fm, credit, &PL);
+	return steps;
+}
+
+/* Run until idle (bounded); credit per step fixed. */
+static void run_idle(struct fake_model *fm, int credit)
+{
+	run(fm, credit, 5000);
+	CHECK(sched_idle(S));
+}
+
+/* The job got its reference tokens. */
+static int job_is_ref(const struct job *j)
+{
+	return j->n_got == j->n_ref && memcmp(j->got, j->ref, sizeof(int32_t) * (size_t)j->n_ref) == 0;
+}
+
 /* Random workload with tight KV pages and a random token-ring credit per step: budgets hold every
  * step (checked in drive()), preemption happens, every finished request's tokens equal the
  * reference's, and the pool is whole at the end. A third of the requests want prompt logprobs
@@ -310,8 +342,7 @@ static void test_random_workload(int n_pages, int credit_max, unsigned seed, int
 	if (c.max_ctx > n_pages * c.page_tokens)
 		c.max_ctx = n_pages * c.page_tokens;
 	rng = seed;
-	CHECK(sched_init(S, &c) == 0);
-	fm_init(&fm, V, c.page_tokens, c.n_pages);
+	start(&c, &fm);
 	n_jobs = 60;
 	for (i = 0; i < n_jobs; i++) {
 		job_make(&jobs[i], 1 + (int)rnd(60), 1 + (int)rnd(40), rnd(2) ? 0.8f : 0.0f,
@@ -371,16 +402,12 @@ static void test_fcfs(void)
 		cfg_default(&c);
 		c.n_pages = 200;
 		c.max_running = mr;
-		CHECK(sched_init(S, &c) == 0);
-		fm_init(&fm, V, c.page_tokens, c.n_pages);
+		start(&c, &fm);
 		n_jobs = 12;
-		for (i = 0; i < n_jobs; i++) {
+		for (i = 0; i < n_jobs; i++)
 			job_make(&jobs[i], 5 + (int)rnd(30), 3 + (int)rnd(5), 0.0f, 0);
-			job_ref(&fm, &jobs[i], &c);
-			CHECK(job_submit(S, &jobs[i]) >= 0);
-		}
-		while (!sched_idle(S) && steps++ < 10000)
-			drive(S, &fm, 64, &PL);
+		ref_and_submit(&fm, &c, n_jobs);
+		steps += run(&fm, 64, 10000 - steps); /* one bound over both rounds */
 		for (i = 1; i < n_jobs; i++)
 			CHECK(jobs[i].first_plan_step >= jobs[i - 1].first_plan_step);
 		if (mr == 1)
@@ -388,6 +415,19 @@ static void test_fcfs(void)
 				CHECK(jobs[i].first_plan_step > jobs[i - 1].first_plan_step);
 		fm_fini(&fm);
 	}
+}
+
+/* The chunking set-up: an 8-token step budget, pages to spare, no EOS, prompt_lp_rows rows; S and
+ * fm started for two jobs. */
+static void start_chunking(struct sched_config *c, struct fake_model *fm, int prompt_lp_rows)
+{
+	cfg_default(c);
+	c->step_tokens = 8;
+	c->n_pages = 100;
+	c->n_eos = 0;
+	c->prompt_lp_rows = prompt_lp_rows;
+	start(c, fm);
+	n_jobs = 2;
 }
 
 /* Chunked prefill: a 37-token prompt with an 8-token budget goes in chunks 8,8,8,8,5 at
@@ -399,16 +439,10 @@ static void test_chunking(void)
 	struct fake_model fm;
 	int i;
 
-	cfg_default(&c);
-	c.step_tokens = 8;
-	c.n_pages = 100;
-	CHECK(sched_init(S, &c) == 0);
-	fm_init(&fm, V, c.page_tokens, c.n_pages);
-	n_jobs = 2;
+	start_chunking(&c, &fm, 0);
 	job_make(&jobs[0], 37, 20, 0.0f, 0);
 	job_make(&jobs[1], 30, 5, 0.0f, 0);
-	c.n_eos = 0;
-	CHECK(sched_init(S, &c) == 0);
+	CHECK(sched_init(S, &c) == 0); /* again: a fresh scheduler */
 	CHECK(job_submit(S, &jobs[0]) >= 0);
 	for (i = 0; i < 5; i++) {
 		CHECK(drive(S, &fm, 4, &PL) == 1);
@@ -439,6 +473,25 @@ static void test_chunking(void)
 	fm_fini(&fm);
 }
 
+/* The preemption set-up: pages for 48 positions (the context), no EOS, prompt_lp_rows rows, and
+ * two sampled requests: the older of 10 + 30 tokens, the younger of n_prompt + max_tokens with
+ * flags. References made, both submitted. */
+static void preempt_pair(struct sched_config *c, struct fake_model *fm, int prompt_lp_rows,
+			 int n_prompt, int max_tokens, uint32_t flags)
+{
+	cfg_default(c);
+	c->n_eos = 0;
+	c->n_pages = 12; /* 48 positions */
+	c->max_ctx = 48;
+	c->prompt_lp_rows = prompt_lp_rows;
+	start(c, fm);
+	n_jobs = 2;
+	job_make(&jobs[0], 10, 30, 1.0f, 0);
+	job_make(&jobs[1], n_prompt, max_tokens, 1.0f, 0);
+	jobs[1].flags = flags;
+	ref_and_submit(fm, c, 2);
+}
+
 /* Preemption by recompute, deterministic: two long requests and pages for only one of them at
  * full length. The younger loses its pages, is recomputed from prompt + generated, and both
  * produce the reference tokens (sampled, so the counter must carry over). */
@@ -446,22 +499,10 @@ static void test_preempt(void)
 {
 	struct sched_config c;
 	struct fake_model fm;
-	int i, steps = 0;
+	int i;
 
-	cfg_default(&c);
-	c.n_eos = 0;
-	c.n_pages = 12; /* 48 positions; each request wants 10 + 30 */
-	c.max_ctx = 48;
-	CHECK(sched_init(S, &c) == 0);
-	fm_init(&fm, V, c.page_tokens, c.n_pages);
-	n_jobs = 2;
-	for (i = 0; i < 2; i++) {
-		job_make(&jobs[i], 10, 30, 1.0f, 0);
-		job_ref(&fm, &jobs[i], &c);
-		CHECK(job_submit(S, &jobs[i]) >= 0);
-	}
-	while (!sched_idle(S) && steps++ < 1000)
-		drive(S, &fm, 8, &PL);
+	preempt_pair(&c, &fm, 0, 10, 30, 0);
+	run(&fm, 8, 1000);
 	CHECK(S->n_preempt_total > 0);
 	CHECK(S->reqs[0].n_preempt + S->reqs[1].n_preempt > 0);
 	for (i = 0; i < 2; i++) {
@@ -483,8 +524,7 @@ static void test_cancel_leak(void)
 	cfg_default(&c);
 	c.n_pages = 30;
 	rng = 777;
-	CHECK(sched_init(S, &c) == 0);
-	fm_init(&fm, V, c.page_tokens, c.n_pages);
+	start(&c, &fm);
 	n_jobs = 150;
 	for (i = 0; i < n_jobs; i++)
 		job_make(&jobs[i], 1 + (int)rnd(50), 1 + (int)rnd(30), 0.5f, (int)rnd(2));
@@ -523,13 +563,12 @@ static void test_stops_and_rejects(void)
 	struct sched_config c;
 	struct fake_model fm;
 	struct ring_tok_rec o;
-	int i, k, steps = 0;
+	int i, k;
 
 	cfg_default(&c);
 	c.n_eos = 0;
 	c.max_ctx = 40;
-	CHECK(sched_init(S, &c) == 0);
-	fm_init(&fm, V, c.page_tokens, c.n_pages);
+	start(&c, &fm);
 	n_jobs = 6;
 	job_make(&jobs[0], 8, 1, 0.0f, 0);  /* max_tokens 1: one token, FIRST and LAST */
 	job_make(&jobs[1], 39, 10, 0.0f, 0); /* prompt max_ctx-1: one token, LENGTH */
@@ -547,8 +586,7 @@ static void test_stops_and_rejects(void)
 			break;
 	for (k = 0; k < 6; k++)
 		CHECK(job_submit(S, &jobs[k]) >= 0);
-	while (!sched_idle(S) && steps++ < 1000)
-		drive(S, &fm, 8, &PL);
+	run(&fm, 8, 1000);
 	CHECK(jobs[0].n_got == 1 && jobs[0].got_finish == RING_FINISH_LENGTH);
 	CHECK(jobs[1].n_got == 1 && jobs[1].got_finish == RING_FINISH_LENGTH);
 	CHECK(jobs[2].n_got == i + 1 && jobs[2].got_finish == RING_FINISH_STOP);
@@ -569,9 +607,7 @@ static void test_stops_and_rejects(void)
 	job_ref(&fm, &jobs[0], &c);
 	CHECK(sched_init(S, &c) == 0);
 	CHECK(job_submit(S, &jobs[0]) >= 0);
-	steps = 0;
-	while (!sched_idle(S) && steps++ < 1000)
-		drive(S, &fm, 8, &PL);
+	run(&fm, 8, 1000);
 	CHECK(jobs[0].got_finish == RING_FINISH_STOP && jobs[0].n_got == jobs[0].n_ref);
 	CHECK(jobs[0].got[jobs[0].n_got - 1] == c.eos_ids[0]);
 	/* ... unless the request says RING_REQ_IGNORE_EOS: then it runs to max_tokens. */
@@ -587,9 +623,7 @@ static void test_stops_and_rejects(void)
 		c.n_eos = 1;
 		CHECK(sched_init(S, &c) == 0);
 		CHECK(job_submit(S, &jobs[0]) >= 0);
-		steps = 0;
-		while (!sched_idle(S) && steps++ < 1000)
-			drive(S, &fm, 8, &PL);
+		run(&fm, 8, 1000);
 		CHECK(jobs[0].got_finish == RING_FINISH_LENGTH && jobs[0].n_got == 30);
 		CHECK(memcmp(jobs[0].got, jobs[0].ref, sizeof(int32_t) * 30) == 0);
 		for (i = 0, k = 0; i < 30; i++)
@@ -619,16 +653,6 @@ static void test_stops_and_rejects(void)
 	fm_fini(&fm);
 }
 
-/* Run until idle (bounded); credit per step fixed. */
-static void run_idle(struct fake_model *fm, int credit)
-{
-	int steps = 0;
-
-	while (!sched_idle(S) && steps++ < 5000)
-		drive(S, fm, credit, &PL);
-	CHECK(sched_idle(S));
-}
-
 /* Prompt logprobs rule by rule: chunks cut to prompt_lp_rows, credit counting one record per
  * prompt token, holding at zero credit, scoring requests (max_tokens 0), intake limits, and
  * recompute after a preemption that came between two chunks of records. drive() checks every
@@ -642,21 +666,11 @@ static void test_prompt_lp(void)
 	/* Chunking: 37 prompt tokens, budget 8, 5 record rows a step -> chunks of 5; the last
 	 * (35, 2) gives record 36 and the first generated token. A plain request beside it gets the
 	 * rest of the token budget. */
-	cfg_default(&c);
-	c.step_tokens = 8;
-	c.n_pages = 100;
-	c.n_eos = 0;
-	c.prompt_lp_rows = 5;
-	CHECK(sched_init(S, &c) == 0);
-	fm_init(&fm, V, c.page_tokens, c.n_pages);
-	n_jobs = 2;
+	start_chunking(&c, &fm, 5);
 	job_make(&jobs[0], 37, 6, 0.7f, 0);
 	jobs[0].flags = RING_REQ_PROMPT_LOGPROBS;
 	job_make(&jobs[1], 40, 3, 0.0f, 0);
-	for (i = 0; i < 2; i++) {
-		job_ref(&fm, &jobs[i], &c);
-		CHECK(job_submit(S, &jobs[i]) >= 0);
-	}
+	ref_and_submit(&fm, &c, 2);
 	for (i = 0; i < 8; i++) {
 		CHECK(drive(S, &fm, 64, &PL) == 2);
 		CHECK(PL.seqs[0].pos0 == 5 * i && PL.seqs[0].n_tokens == (i < 7 ? 5 : 2));
@@ -667,8 +681,7 @@ static void test_prompt_lp(void)
 	CHECK(jobs[0].n_plp == 36 && jobs[0].n_got == 1);
 	run_idle(&fm, 64);
 	for (i = 0; i < 2; i++)
-		CHECK(jobs[i].n_got == jobs[i].n_ref &&
-		      memcmp(jobs[i].got, jobs[i].ref, sizeof(int32_t) * (size_t)jobs[i].n_ref) == 0);
+		CHECK(job_is_ref(&jobs[i]));
 
 	/* Credit: a chunk of K prompt tokens needs K records of credit. With none, the flagged
 	 * request is held while a plain one prefills all but its last token; with 3, the flagged
@@ -677,10 +690,7 @@ static void test_prompt_lp(void)
 	job_make(&jobs[0], 10, 4, 0.0f, 0);
 	jobs[0].flags = RING_REQ_PROMPT_LOGPROBS;
 	job_make(&jobs[1], 8, 4, 0.0f, 0);
-	for (i = 0; i < 2; i++) {
-		job_ref(&fm, &jobs[i], &c);
-		CHECK(job_submit(S, &jobs[i]) >= 0);
-	}
+	ref_and_submit(&fm, &c, 2);
 	CHECK(drive(S, &fm, 0, &PL) == 1);
 	CHECK(PL.seqs[0].slot == 1 && PL.seqs[0].n_tokens == 7 && PL.n_emits == 0);
 	CHECK(drive(S, &fm, 3, &PL) == 2);
@@ -743,28 +753,13 @@ static void test_prompt_lp(void)
 	 * flagged one (30 + 5) with pages for 48 positions and 4 record rows a step. The younger is
 	 * preempted owing one record; its recompute feeds the 28 positions already scored without
 	 * records and sends record 29 once. Both produce the reference tokens. */
-	cfg_default(&c);
-	c.n_eos = 0;
-	c.n_pages = 12;
-	c.max_ctx = 48;
-	c.prompt_lp_rows = 4;
-	CHECK(sched_init(S, &c) == 0);
-	fm_init(&fm, V, c.page_tokens, c.n_pages);
-	n_jobs = 2;
-	job_make(&jobs[0], 10, 30, 1.0f, 0);
-	job_make(&jobs[1], 30, 5, 1.0f, 0);
-	jobs[1].flags = RING_REQ_PROMPT_LOGPROBS;
 	i = plp_mid_preempt;
-	for (int k = 0; k < 2; k++) {
-		job_ref(&fm, &jobs[k], &c);
-		CHECK(job_submit(S, &jobs[k]) >= 0);
-	}
+	preempt_pair(&c, &fm, 4, 30, 5, RING_REQ_PROMPT_LOGPROBS);
 	run_idle(&fm, 8);
 	CHECK(S->reqs[1].n_preempt > 0 && plp_mid_preempt > i);
 	CHECK(jobs[1].n_plp == 29);
 	for (i = 0; i < 2; i++)
-		CHECK(jobs[i].n_got == jobs[i].n_ref && jobs[i].got_finish == RING_FINISH_LENGTH &&
-		      memcmp(jobs[i].got, jobs[i].ref, sizeof(int32_t) * (size_t)jobs[i].n_ref) == 0);
+		CHECK(job_is_ref(&jobs[i]) && jobs[i].got_finish == RING_FINISH_LENGTH);
 	CHECK(kv_free_count(&S->kv) == c.n_pages);
 	printf("prompt logprobs: chunking, credit, scoring, preemption (%d mid-record) ok\n",
 	       plp_mid_preempt);
@@ -789,10 +784,8 @@ int main(void)
 	test_random_workload(16, 6, 5, 2);
 	CHECK(plp_mid_preempt > 0); /* recompute over prompt records already sent was exercised */
 	free(S);
-	if (fails) {
-		fprintf(stderr, "test_sched: %d checks failed\n", fails);
+	if (check_exit())
 		return 1;
-	}
 	printf("test_sched: ok\n");
 	return 0;
 }
