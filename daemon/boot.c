@@ -68,7 +68,7 @@ int boot_model_open(struct boot_model *b, const char *dir)
 	}
 	if (tok_vocab_size(b->tok) > b->m->cfg.vocab_size) {
 		log_error("model", "%s: the tokenizer has %d ids but the model only %d", dir,
-			  tok_vocab_size(b->tok), b->m->cfg.vocab_size);
+		          tok_vocab_size(b->tok), b->m->cfg.vocab_size);
 		boot_model_close(b);
 		return -EINVAL;
 	}
@@ -78,8 +78,9 @@ int boot_model_open(struct boot_model *b, const char *dir)
 	r = chat_template_load(&b->chat, path, b->chat_err, sizeof(b->chat_err));
 	b->have_chat = r == 0;
 	if (!b->have_chat)
-		log_warn("model", "no usable chat template (%s): /v1/chat/completions will answer 400",
-			 b->chat_err);
+		log_warn("model",
+		         "no usable chat template (%s): /v1/chat/completions will answer 400",
+		         b->chat_err);
 	return 0;
 }
 
@@ -92,7 +93,7 @@ void boot_model_close(struct boot_model *b)
 }
 
 ssize_t boot_encode_prompt(const struct boot_model *b, struct tok_enc *enc, const char *text,
-			   size_t len, int32_t *ids, size_t cap)
+                           size_t len, int32_t *ids, size_t cap)
 {
 	size_t n = 0;
 	if (b->add_bos) {
@@ -100,6 +101,7 @@ ssize_t boot_encode_prompt(const struct boot_model *b, struct tok_enc *enc, cons
 			ids[0] = b->m->cfg.bos_id;
 		n = 1;
 	}
-	ssize_t ne = tok_encode(enc, text, len, ids + (n < cap ? n : cap), cap > n ? cap - n : 0, 0);
+	ssize_t ne =
+	    tok_encode(enc, text, len, ids + (n < cap ? n : cap), cap > n ? cap - n : 0, 0);
 	return ne < 0 ? ne : (ssize_t)n + ne;
 }

@@ -20,12 +20,13 @@
 struct boot_model {
 	struct mdl *m;
 	struct tok *tok;
-	bool add_bos;        /* tokenizer_config.json add_bos_token and the model has a BOS id */
-	int n_eos;           /* end-of-sequence ids: config.json's and generation_config.json's */
+	bool add_bos; /* tokenizer_config.json add_bos_token and the model has a BOS id */
+	int n_eos;    /* end-of-sequence ids: config.json's and generation_config.json's */
 	int32_t eos_ids[MDL_MAX_EOS];
-	bool have_chat;      /* a chat template we can render was found */
+	bool have_chat; /* a chat template we can render was found */
 	struct chat_template chat;
-	char chat_err[512];  /* why there is no chat template (for the 400 on /v1/chat/completions) */
+	char
+	    chat_err[512]; /* why there is no chat template (for the 400 on /v1/chat/completions) */
 };
 
 /* Loads DIR. Logs what went wrong (once) and returns a negative errno on failure. */
@@ -36,6 +37,6 @@ void boot_model_close(struct boot_model *b);
  * the text's tokens (special-token text encoded as ordinary text). Returns the number of ids the
  * prompt needs (only the first cap are written), or a negative errno. */
 ssize_t boot_encode_prompt(const struct boot_model *b, struct tok_enc *enc, const char *text,
-			   size_t len, int32_t *ids, size_t cap);
+                           size_t len, int32_t *ids, size_t cap);
 
 #endif

@@ -50,27 +50,29 @@ int engine_start(struct engine *e, const struct boot_model *bm, const struct eng
 	int r;
 
 	memset(e, 0, sizeof(*e));
-	e->kv_pages = o->kv_pages ? o->kv_pages : 8 * ((o->max_ctx + page_tokens - 1) / page_tokens);
+	e->kv_pages =
+	    o->kv_pages ? o->kv_pages : 8 * ((o->max_ctx + page_tokens - 1) / page_tokens);
 	r = engine_rings(e, o);
 	if (r) {
 		log_error("engine", "allocating the rings (%d request slots): %s", o->max_queue,
-			  strerror(-r));
+		          strerror(-r));
 		goto fail;
 	}
 	struct pk_emu_opts eo = {
-		.rings = e->rings,
-		.sched = {.n_pages = e->kv_pages,
-			  .page_tokens = page_tokens,
-			  .max_ctx = o->max_ctx,
-			  .step_tokens = o->step_tokens ? o->step_tokens : 256,
-			  .max_seqs = o->max_seqs ? o->max_seqs : 64,
-			  .n_eos = bm->n_eos},
+	    .rings = e->rings,
+	    .sched = {.n_pages = e->kv_pages,
+	              .page_tokens = page_tokens,
+	              .max_ctx = o->max_ctx,
+	              .step_tokens = o->step_tokens ? o->step_tokens : 256,
+	              .max_seqs = o->max_seqs ? o->max_seqs : 64,
+	              .n_eos = bm->n_eos},
 	};
 	memcpy(eo.sched.eos_ids, bm->eos_ids, (size_t)bm->n_eos * sizeof(int32_t));
 	r = pk_emu_cpu_create(&e->be, bm->m, &eo, o->threads);
 	if (r) {
-		log_error("engine", "creating the CPU backend (%d KV pages of %d tokens, context %d): %s",
-			  e->kv_pages, page_tokens, o->max_ctx, strerror(-r));
+		log_error("engine",
+		          "creating the CPU backend (%d KV pages of %d tokens, context %d): %s",
+		          e->kv_pages, page_tokens, o->max_ctx, strerror(-r));
 		goto fail;
 	}
 	r = pk_backend_start(e->be);

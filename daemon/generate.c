@@ -32,33 +32,42 @@ struct gen_opts {
 
 static void gen_usage(FILE *f)
 {
-	fprintf(f,
-		"usage: offpathd generate --model DIR --prompt TEXT [options]\n"
-		"\n"
-		"Encodes TEXT with DIR/tokenizer.json, runs the CPU reference forward pass, and prints\n"
-		"the completion to stdout as it is generated (timing to stderr with --stats).\n"
-		"\n"
-		"  --model DIR          Hugging Face model directory (offpath-mkmodel writes test ones)\n"
-		"  --prompt TEXT        the prompt; '-' reads it from stdin\n"
-		"  --max-tokens N       most tokens to generate (default 64)\n"
-		"  --temperature T      0 = greedy; default 1.0 (the OpenAI API default)\n"
-		"  --top-k K            keep the K most likely tokens (default off)\n"
-		"  --top-p P            nucleus sampling mass in (0, 1] (default 1 = off)\n"
-		"  --seed S             sampling seed (default: from the clock, printed with --stats)\n"
-		"  --ignore-eos         keep going past end-of-sequence tokens\n"
-		"  --threads N          matmul threads (default: one per core)\n"
-		"  --stats              print prompt/generation token counts and speed to stderr\n");
+	fprintf(
+	    f,
+	    "usage: offpathd generate --model DIR --prompt TEXT [options]\n"
+	    "\n"
+	    "Encodes TEXT with DIR/tokenizer.json, runs the CPU reference forward pass, and "
+	    "prints\n"
+	    "the completion to stdout as it is generated (timing to stderr with --stats).\n"
+	    "\n"
+	    "  --model DIR          Hugging Face model directory (offpath-mkmodel writes test "
+	    "ones)\n"
+	    "  --prompt TEXT        the prompt; '-' reads it from stdin\n"
+	    "  --max-tokens N       most tokens to generate (default 64)\n"
+	    "  --temperature T      0 = greedy; default 1.0 (the OpenAI API default)\n"
+	    "  --top-k K            keep the K most likely tokens (default off)\n"
+	    "  --top-p P            nucleus sampling mass in (0, 1] (default 1 = off)\n"
+	    "  --seed S             sampling seed (default: from the clock, printed with --stats)\n"
+	    "  --ignore-eos         keep going past end-of-sequence tokens\n"
+	    "  --threads N          matmul threads (default: one per core)\n"
+	    "  --stats              print prompt/generation token counts and speed to stderr\n");
 }
 
 static int gen_parse(struct gen_opts *o, int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"model", required_argument, 0, 'm'},   {"prompt", required_argument, 0, 'p'},
-		{"max-tokens", required_argument, 0, 'n'}, {"temperature", required_argument, 0, 't'},
-		{"top-k", required_argument, 0, 'k'},   {"top-p", required_argument, 0, 'P'},
-		{"seed", required_argument, 0, 's'},    {"threads", required_argument, 0, 'j'},
-		{"ignore-eos", no_argument, 0, 'E'},    {"stats", no_argument, 0, 'S'},
-		{"help", no_argument, 0, 'h'},          {0, 0, 0, 0},
+	    {"model", required_argument, 0, 'm'},
+	    {"prompt", required_argument, 0, 'p'},
+	    {"max-tokens", required_argument, 0, 'n'},
+	    {"temperature", required_argument, 0, 't'},
+	    {"top-k", required_argument, 0, 'k'},
+	    {"top-p", required_argument, 0, 'P'},
+	    {"seed", required_argument, 0, 's'},
+	    {"threads", required_argument, 0, 'j'},
+	    {"ignore-eos", no_argument, 0, 'E'},
+	    {"stats", no_argument, 0, 'S'},
+	    {"help", no_argument, 0, 'h'},
+	    {0, 0, 0, 0},
 	};
 	bool have_seed = false;
 	char *end;
@@ -199,8 +208,8 @@ int cmd_generate(int argc, char **argv)
 		log_error("generate", "out of memory");
 		goto out;
 	}
-	ssize_t n_prompt = boot_encode_prompt(&bm, enc, o.prompt, strlen(o.prompt), ids,
-					      (size_t)max_ctx + 1);
+	ssize_t n_prompt =
+	    boot_encode_prompt(&bm, enc, o.prompt, strlen(o.prompt), ids, (size_t)max_ctx + 1);
 	if (n_prompt < 0) {
 		log_error("tokenizer", "encoding the prompt: %s", strerror((int)-n_prompt));
 		goto out;
@@ -210,24 +219,28 @@ int cmd_generate(int argc, char **argv)
 		goto out;
 	}
 	if (n_prompt + o.max_tokens > max_ctx) {
-		log_error("generate", "prompt (%zd tokens) + --max-tokens (%d) exceeds the context (%d)",
-			  n_prompt, o.max_tokens, max_ctx);
+		log_error("generate",
+		          "prompt (%zd tokens) + --max-tokens (%d) exceeds the context (%d)",
+		          n_prompt, o.max_tokens, max_ctx);
 		goto out;
 	}
 
 	/* The same engine as `serve`, with room for one request. */
 	int ctx = (int)n_prompt + o.max_tokens;
-	struct engine_opts eo = {.max_queue = 2, .max_ctx = ctx, .threads = o.threads,
-				 .page_tokens = 16, .kv_pages = (ctx + 15) / 16};
+	struct engine_opts eo = {.max_queue = 2,
+	                         .max_ctx = ctx,
+	                         .threads = o.threads,
+	                         .page_tokens = 16,
+	                         .kv_pages = (ctx + 15) / 16};
 	if (engine_start(&eng, &bm, &eo))
 		goto out;
 	struct ring_req_rec rec = {.id = 1,
-				   .seed = o.smp.seed,
-				   .temperature = o.smp.temperature,
-				   .top_p = o.smp.top_p,
-				   .top_k = o.smp.top_k,
-				   .max_tokens = o.max_tokens,
-				   .flags = o.ignore_eos ? RING_REQ_IGNORE_EOS : 0};
+	                           .seed = o.smp.seed,
+	                           .temperature = o.smp.temperature,
+	                           .top_p = o.smp.top_p,
+	                           .top_k = o.smp.top_k,
+	                           .max_tokens = o.max_tokens,
+	                           .flags = o.ignore_eos ? RING_REQ_IGNORE_EOS : 0};
 	r = ring_req_sp_push(eng.rings.req, &rec, ids, (uint32_t)n_prompt);
 	if (r) {
 		log_error("generate", "queueing the request: %s", strerror(-r));
@@ -247,7 +260,8 @@ int cmd_generate(int argc, char **argv)
 		}
 		last = t.flags & RING_TOK_LAST;
 		if (t.finish == RING_FINISH_ERROR) {
-			log_error("generate", "the scheduler rejected the prompt: %s", strerror(-t.err));
+			log_error("generate", "the scheduler rejected the prompt: %s",
+			          strerror(-t.err));
 			goto out;
 		}
 		if (t.flags & RING_TOK_NOTOK)
@@ -267,10 +281,10 @@ int cmd_generate(int argc, char **argv)
 	fflush(stdout);
 	if (o.show_stats)
 		fprintf(stderr,
-			"prompt %zd tokens, generated %d tokens, seed %llu; first token %.1f ms, "
-			"%.1f tokens/s after it\n",
-			n_prompt, n_gen, (unsigned long long)o.smp.seed, (t_first - t0) * 1e3,
-			n_gen > 1 ? (n_gen - 1) / (t_last - t_first) : 0.0);
+		        "prompt %zd tokens, generated %d tokens, seed %llu; first token %.1f ms, "
+		        "%.1f tokens/s after it\n",
+		        n_prompt, n_gen, (unsigned long long)o.smp.seed, (t_first - t0) * 1e3,
+		        n_gen > 1 ? (n_gen - 1) / (t_last - t_first) : 0.0);
 	rc = 0;
 out:
 	engine_stop(&eng);

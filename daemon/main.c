@@ -18,20 +18,21 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"offpathd %s: LLM inference with the host CPU off the per-token path\n"
-		"\n"
-		"usage: offpathd COMMAND [OPTIONS]\n"
-		"\n"
-		"commands:\n"
-		"  serve --model DIR [--listen H:P]     the OpenAI-compatible HTTP server\n"
-		"  generate --model DIR --prompt TEXT   print a completion (CPU reference forward)\n"
-		"  help                                 this text\n"
-		"\n"
-		"`offpathd COMMAND --help` describes a command's options.\n"
-		"Models are Hugging Face directories (config.json, *.safetensors, tokenizer.json);\n"
-		"offpath-mkmodel writes test models with random weights.\n",
-		OFFPATH_VERSION);
+	fprintf(
+	    f,
+	    "offpathd %s: LLM inference with the host CPU off the per-token path\n"
+	    "\n"
+	    "usage: offpathd COMMAND [OPTIONS]\n"
+	    "\n"
+	    "commands:\n"
+	    "  serve --model DIR [--listen H:P]     the OpenAI-compatible HTTP server\n"
+	    "  generate --model DIR --prompt TEXT   print a completion (CPU reference forward)\n"
+	    "  help                                 this text\n"
+	    "\n"
+	    "`offpathd COMMAND --help` describes a command's options.\n"
+	    "Models are Hugging Face directories (config.json, *.safetensors, tokenizer.json);\n"
+	    "offpath-mkmodel writes test models with random weights.\n",
+	    OFFPATH_VERSION);
 }
 
 int main(int argc, char **argv)
@@ -45,8 +46,9 @@ int main(int argc, char **argv)
 #if HAVE_LIBURING
 		return cmd_serve(argc - 1, argv + 1);
 #else
-		fprintf(stderr, "offpathd: this build has no io_uring transport (install liburing-dev "
-				"and rebuild) so it cannot serve\n");
+		fprintf(stderr,
+		        "offpathd: this build has no io_uring transport (install liburing-dev "
+		        "and rebuild) so it cannot serve\n");
 		return 2;
 #endif
 	}
