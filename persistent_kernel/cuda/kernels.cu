@@ -853,15 +853,9 @@ __global__ void k_swiglu(const float *__restrict__ gu, int inter, size_t total, 
 
 /* ---------------------------------------------------------------- sampling */
 
-/* One block of 1024 threads per sequence, following model/sample.h's exact order step by step.
- * The order (z descending, id ascending) is encoded in a 64-bit key per token: orderable bits of
- * z above, ~id below, so "first m in order" = "the m largest keys". Each of top-k, top-p and the
- * draw is a bisection over the key space for the largest key whose (count, exact integer weight
- * sum) over keys >= it satisfies the step's predicate: at most 64 passes over the vocabulary each
- * (no sort, no per-token allocation). Greedy is one pass. */
-__device__ void block_argmax(float v, int idx, float *rv, int *ri, float *outv, int *outi)
+/* Largest v across the warp, ties to the lowest idx; every lane ends with the answer. */
+__device__ __forceinline__ void warp_argmax(float &v, int &idx)
 {
-	int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
 #pragma unroll
 	for (int o = 16; o > 0; o >>= 1) {
 		float v2 = __shfl_xor_sync(0xffffffffu, v, o);
@@ -871,6 +865,18 @@ __device__ void block_argmax(float v, int idx, float *rv, int *ri, float *outv, 
 			idx = i2;
 		}
 	}
+}
+
+/* One block of 1024 threads per sequence, following model/sample.h's exact order step by step.
+ * The order (z descending, id ascending) is encoded in a 64-bit key per token: orderable bits of
+ * z above, ~id below, so "first m in order" = "the m largest keys". Each of top-k, top-p and the
+ * draw is a bisection over the key space for the largest key whose (count, exact integer weight
+ * sum) over keys >= it satisfies the step's predicate: at most 64 passes over the vocabulary each
+ * (no sort, no per-token allocation). Greedy is one pass. */
+__device__ void block_argmax(float v, int idx, float *rv, int *ri, float *outv, int *outi)
+{
+	int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+	warp_argmax(v, idx);
 	__syncthreads();
 	if (lane == 0) {
 		rv[w] = v;
@@ -881,15 +887,7 @@ __device__ void block_argmax(float v, int idx, float *rv, int *ri, float *outv, 
 		int nw = blockDim.x >> 5;
 		v = lane < nw ? rv[lane] : -INFINITY;
 		idx = lane < nw ? ri[lane] : 0x7fffffff;
-#pragma unroll
-		for (int o = 16; o > 0; o >>= 1) {
-			float v2 = __shfl_xor_sync(0xffffffffu, v, o);
-			int i2 = __shfl_xor_sync(0xffffffffu, idx, o);
-			if (v2 > v || (v2 == v && i2 < idx)) {
-				v = v2;
-				idx = i2;
-			}
-		}
+		warp_argmax(v, idx);
 		if (lane == 0) {
 			*outv = v;
 			*outi = idx;
