@@ -4,12 +4,14 @@
  * measured in the same run.
  *
  * For each model shape (Llama-3.2-1B, Qwen2.5-1.5B, Llama-3.1-8B, bf16; the shapes of
- * offpath-mkmodel's 1b / 1.5b / 8b rows, weights drawn on the GPU so no multi-GB file is needed,
- * or --model DIR for a real directory), batch 1/8/64 and context 512/4096: every sequence decodes
+ * offpath-mkmodel's 1b / 1.5b / 8b rows, weights drawn on the GPU so no multi-GB file is
+ * needed), batch 1/8/64 and context 512/4096: every sequence decodes
  * one token at position ctx-1 (attending to ctx positions of random bf16 KV). The step graph for
  * the batch's bucket is replayed; the median of the timed replays is reported.
  * Floor = (weight bytes + KV bytes read) / copy bandwidth, the copy bandwidth measured here as
  * (bytes read + bytes written) / time of a 2 GiB device-to-device cudaMemcpy.
+ * Usage: pk_bench [SHAPE-SUBSTRING [BATCHES]], e.g. pk_bench Qwen 1,8 (BATCHES <= 64).
+ * The path column says which kernels the bucket ran (pk_step_path).
  * Output: one table (markdown) on stdout. Exit 0, 1 on error, 77 without a GPU.
  */
 #include <algorithm>
@@ -96,11 +98,18 @@ int main(int argc, char **argv)
 	printf("pk_bench: %s, %d SMs, %.0f GiB; copy bandwidth %.2f TB/s (read+write); %s\n",
 	       prop.name, prop.multiProcessorCount, prop.totalGlobalMem / 1073741824.0, bw / 1e12,
 	       date);
-	printf("\n| model (bf16) | batch | ctx | step ms | floor ms | step/floor | tokens/s | weight+KV GB/s |\n");
-	printf("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+	printf("\n| model (bf16) | batch | ctx | path | step ms | floor ms | step/floor | tokens/s | weight+KV GB/s |\n");
+	printf("|---|---:|---:|---|---:|---:|---:|---:|---:|\n");
 	cudaStream_t st;
 	CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
-	int batches[] = {1, 8, 64}, ctxs[] = {512, 4096};
+	int batches[3] = {1, 8, 64}, nb = 3, ctxs[] = {512, 4096};
+	if (argc > 2) { /* a comma-separated subset of batch sizes */
+		nb = 0;
+		for (char *p = argv[2]; *p && nb < 3;) {
+			batches[nb++] = (int)strtol(p, &p, 10);
+			p += *p == ',';
+		}
+	}
 	for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
 		const struct shape *sh = &shapes[si];
 		if (only && !strstr(sh->name, only))
@@ -125,9 +134,11 @@ int main(int argc, char **argv)
 		}
 		int mp = pk_step_max_pages_per_seq(s);
 		const struct pk_step_batch *b = pk_step_batch(s);
-		for (int bi = 0; bi < 3; bi++)
+		for (int bi = 0; bi < nb; bi++)
 			for (int ci = 0; ci < 2; ci++) {
 				int B = batches[bi], C = ctxs[ci];
+				if (B < 1 || B > 64)
+					continue;
 				int32_t tok[64], pos[64], sq[64], lt[64], row[64];
 				int32_t *pt = (int32_t *)malloc(4 * (size_t)B * mp);
 				struct pk_sampling sp[64];
@@ -168,8 +179,8 @@ int main(int argc, char **argv)
 				double bytes = (double)pk_step_weight_bytes(s) +
 					       (double)B * C * pk_step_kv_bytes_per_token(s);
 				double floor_ms = bytes / bw * 1e3;
-				printf("| %s | %d | %d | %.3f | %.3f | %.2fx | %.0f | %.0f |\n", sh->name, B, C,
-				       med, floor_ms, med / floor_ms, B / (med * 1e-3), bytes / (med * 1e-3) / 1e9);
+				printf("| %s | %d | %d | %s | %.3f | %.3f | %.2fx | %.0f | %.0f |\n", sh->name,
+				       B, C, pk_step_path(s, pk_step_bucket(s, B)), med, floor_ms, med / floor_ms, B / (med * 1e-3), bytes / (med * 1e-3) / 1e9);
 				fflush(stdout);
 				(void)b;
 				cudaEventDestroy(e0);

@@ -38,6 +38,12 @@ struct pk_dims {
 	int attn_bias, qk_norm;
 };
 
+/* One layer's weights on the GPU (storage dtype): QKV rows are q then k then v heads; gate/up rows
+ * are the I gate rows then the I up rows. bqkv / qn / kn are NULL when the model has none. */
+struct pk_layer_w {
+	void *attn_norm, *wqkv, *bqkv, *qn, *kn, *wo, *mlp_norm, *wgu, *wdown;
+};
+
 /* h[r] = emb[tok_id[r]] (fp32) for r < *n_rows; rows up to bucket past it are zeroed. When ss
  * is given, ss[r * ss_ld] = sum of h[r]^2 (one partial, for a PK_IN_NORM consumer). */
 int pk_k_embed(enum pk_step_dtype dt, const void *emb, int hidden, const int32_t *tok_id,
