@@ -23,7 +23,6 @@
  * next TMA write into it is ordered after their generic writes.
  */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,7 +83,6 @@ struct mk_args {
 	int n_slots, slot; /* ring slots and bytes per slot */
 	int cr_h, cr_q, cr_i; /* chunk rows for K = hidden, n_heads * head_dim, inter */
 	int n_o, n_gu, n_down; /* units per stage: wait targets */
-	int dbg; /* TEMP diagnostics: 1 skip waits, 2 skip GEMV math */
 	unsigned long long *prof; /* PK_MEGA_PROFILE: cycle sums per MK_P_* over blocks, or NULL */
 };
 
@@ -461,7 +459,7 @@ __device__ void gemv_chunk(const mk_args &a, mk_smem &ss, const mk_meta &mt,
 	int K, crr;
 	gemv_dims(a, op, &K, &crr);
 	int cr = op == MK_GU ? 2 * crr : crr;
-	if (mt.j == 0 && !(a.dbg & 1)) {
+	if (mt.j == 0) {
 		switch (op) {
 		case MK_QKV:
 			if (l == 0)
@@ -478,8 +476,6 @@ __device__ void gemv_chunk(const mk_args &a, mk_smem &ss, const mk_meta &mt,
 			else
 				wait_ge(&a.sync[MK_G_EMBED], 1, PC);
 		}
-	}
-	if (mt.j == 0) {
 		int key = op * 65536 + l;
 		if (key != *xkey) {
 			long long t0 = clock64();
@@ -495,7 +491,7 @@ __device__ void gemv_chunk(const mk_args &a, mk_smem &ss, const mk_meta &mt,
 #pragma unroll
 	for (int m = 0; m < M; m++)
 		acc[m] = 0.0f;
-	if ((op == MK_GU ? ri % crr : ri) < nr && !(a.dbg & 2)) {
+	if ((op == MK_GU ? ri % crr : ri) < nr) {
 		const uint4 *wr = reinterpret_cast<const uint4 *>(sp + (size_t)ri * K * 2);
 		const uint4 *xr = reinterpret_cast<const uint4 *>(xs);
 		int nv = K / 8;
@@ -641,8 +637,7 @@ __device__ void attn_unit(const mk_args &a, mk_smem &ss, const mk_meta &mt, floa
 	int nsplit = (ctx + chunk - 1) / chunk;
 	if (s >= nsplit)
 		return;
-	if (!(a.dbg & 1))
-		wait_ge(grp_ctr(a, l) + g, (unsigned)G + 2, PC);
+	wait_ge(grp_ctr(a, l) + g, (unsigned)G + 2, PC);
 	int p0 = s * chunk, p1 = min(ctx, p0 + chunk);
 
 	float o[GM][E];
@@ -937,16 +932,6 @@ struct pk_mega {
 	unsigned long long *prof; /* PK_MEGA_PROFILE=1 */
 };
 
-static void mk_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /* Largest power of two <= 16 rows of K bf16 that fit a slot. */
 static int chunk_rows(int K, int slot)
 {
@@ -1049,7 +1034,7 @@ int pk_mega_create(struct pk_mega **out, const struct pk_mega_model *mm, int max
 	if (max_m < 1)
 		return -EINVAL;
 	if ((hd != 64 && hd != 128 && hd != 256) || G < 1 || G > gm || H % 8 || QD % 8 || I % 8) {
-		mk_err(err, errlen, "megakernel: head_dim %d with %d query heads per KV head not "
+		pk_set_err(err, errlen, "megakernel: head_dim %d with %d query heads per KV head not "
 		       "covered (64/128/256, G*head_dim <= %d)", hd, G, MK_OF);
 		return -ENOTSUP;
 	}
@@ -1058,7 +1043,7 @@ int pk_mega_create(struct pk_mega **out, const struct pk_mega_model *mm, int max
 		slot = MK_SLOT; /* an attention unit's reduction needs 32 KiB */
 	if ((size_t)H * 2 * 2 > (size_t)slot || (size_t)I * 2 > (size_t)slot ||
 	    (size_t)QD * 2 > (size_t)slot) {
-		mk_err(err, errlen, "megakernel: rows too long for a %d-byte slot", slot);
+		pk_set_err(err, errlen, "megakernel: rows too long for a %d-byte slot", slot);
 		return -ENOTSUP;
 	}
 	int dev = 0, n_sm = 0, optin = 0;
@@ -1066,13 +1051,13 @@ int pk_mega_create(struct pk_mega **out, const struct pk_mega_model *mm, int max
 	    cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
 	    cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) !=
 		    cudaSuccess) {
-		mk_err(err, errlen, "megakernel: no CUDA device");
+		pk_set_err(err, errlen, "megakernel: no CUDA device");
 		return -EIO;
 	}
 	int major = 0;
 	cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
 	if (major < 9) {
-		mk_err(err, errlen, "megakernel: needs TMA bulk copies (compute capability 9.0+)");
+		pk_set_err(err, errlen, "megakernel: needs TMA bulk copies (compute capability 9.0+)");
 		return -ENOTSUP;
 	}
 	struct pk_mega *g = (struct pk_mega *)calloc(1, sizeof(*g));
@@ -1080,7 +1065,6 @@ int pk_mega_create(struct pk_mega **out, const struct pk_mega_model *mm, int max
 		return -ENOMEM;
 	g->n_blocks = n_sm;
 	mk_args *a = &g->base;
-	a->dbg = getenv("PK_MEGA_DBG") ? atoi(getenv("PK_MEGA_DBG")) : 0;
 	if (getenv("PK_MEGA_PROFILE") && atoi(getenv("PK_MEGA_PROFILE")) &&
 	    cudaMalloc((void **)&g->prof, 8 * (MK_P_N + 1)) == cudaSuccess) {
 		cudaMemset(g->prof, 0, 8 * (MK_P_N + 1));
@@ -1115,7 +1099,7 @@ int pk_mega_create(struct pk_mega **out, const struct pk_mega_model *mm, int max
 		e = cudaMemcpy(g->lw_dev, mm->lw, sizeof(struct pk_layer_w) * d->n_layers,
 			       cudaMemcpyHostToDevice);
 	if (e != cudaSuccess) {
-		mk_err(err, errlen, "megakernel: %s", cudaGetErrorString(e));
+		pk_set_err(err, errlen, "megakernel: %s", cudaGetErrorString(e));
 		pk_mega_destroy(g);
 		return e == cudaErrorMemoryAllocation ? -ENOMEM : -EIO;
 	}
@@ -1184,13 +1168,13 @@ int pk_mega_create(struct pk_mega **out, const struct pk_mega_model *mm, int max
 			e = mk_attr(m, hd, v->smem);
 		g->n_var++;
 		if (e != cudaSuccess) {
-			mk_err(err, errlen, "megakernel: %s", cudaGetErrorString(e));
+			pk_set_err(err, errlen, "megakernel: %s", cudaGetErrorString(e));
 			pk_mega_destroy(g);
 			return -EIO;
 		}
 	}
 	if (!g->n_var) {
-		mk_err(err, errlen, "megakernel: activations of %d positions leave no room for the "
+		pk_set_err(err, errlen, "megakernel: activations of %d positions leave no room for the "
 		       "weight ring", kmax);
 		pk_mega_destroy(g);
 		return -ENOTSUP;

@@ -10,6 +10,11 @@
  * whichever unit completes the group last, so a layer has four waits, not seven kernels.
  * Sampling and the done counter stay separate kernels after it (step.cu records them).
  *
+ * Status: correct on every GPU check, but slower than the per-kernel fused path (H200, batch 1:
+ * 1.8-1.9x its step time), so pk_step uses it only with env PK_STEP_MEGA=1; docs/gpu-step.md
+ * has the measurements, the cycle profile (env PK_MEGA_PROFILE=1 prints it when the pk_step is
+ * destroyed) and what has to change. Env PK_MEGA_SLOT_KB sets the ring slot size (default 32).
+ *
  * Units are claimed in ticket order and a unit waits only on units with smaller tickets, which
  * are held by blocks already running: the kernel needs no co-residency guarantee (no
  * cooperative launch) and is safe in device-launched graphs and beside other resident kernels.

@@ -61,7 +61,7 @@ struct pk_step {
 #define STAGE_BYTES (64u << 20)
 #define CUBLAS_WS_BYTES (32u << 20)
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
+void pk_set_err(char *err, size_t errlen, const char *fmt, ...)
 {
 	va_list ap;
 	if (!err || !errlen)
@@ -73,7 +73,7 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
 
 static int cu_fail(cudaError_t e, const char *what, char *err, size_t errlen)
 {
-	set_err(err, errlen, "%s: %s", what, cudaGetErrorString(e));
+	pk_set_err(err, errlen, "%s: %s", what, cudaGetErrorString(e));
 	return e == cudaErrorMemoryAllocation ? -ENOMEM : -EIO;
 }
 
@@ -175,17 +175,17 @@ static int alloc_common(struct pk_step *s, const struct mdl_config *cfg,
 	s->esz = o->dtype == PK_STEP_BF16 ? 2 : 4;
 	if (o->page_tokens < 1 || o->max_tokens < 1 || o->max_seqs < 1 || o->max_ctx < 1 ||
 	    o->max_logits < o->max_seqs) {
-		set_err(err, errlen, "pk_step: bad options (page_tokens, max_tokens, max_seqs, max_ctx "
+		pk_set_err(err, errlen, "pk_step: bad options (page_tokens, max_tokens, max_seqs, max_ctx "
 			"must be >= 1, max_logits >= max_seqs)");
 		return -EINVAL;
 	}
 	if (cfg->head_dim != 64 && cfg->head_dim != 128 && cfg->head_dim != 256) {
-		set_err(err, errlen, "pk_step: head_dim %d unsupported (64, 128, 256)", cfg->head_dim);
+		pk_set_err(err, errlen, "pk_step: head_dim %d unsupported (64, 128, 256)", cfg->head_dim);
 		return -EINVAL;
 	}
 	if (cfg->n_heads % cfg->n_kv_heads || cfg->n_heads / cfg->n_kv_heads > PK_ATTN_GMAX ||
 	    cfg->hidden % 8 || cfg->intermediate % 8) {
-		set_err(err, errlen, "pk_step: unsupported shape (GQA group <= %d, hidden and "
+		pk_set_err(err, errlen, "pk_step: unsupported shape (GQA group <= %d, hidden and "
 			"intermediate multiples of 8)", PK_ATTN_GMAX);
 		return -EINVAL;
 	}
@@ -210,7 +210,7 @@ static int alloc_common(struct pk_step *s, const struct mdl_config *cfg,
 		      cfg->intermediate % 32 == 0 && (cfg->n_heads * cfg->head_dim) % 32 == 0;
 
 	if (cublasCreate(&s->cublas) != CUBLAS_STATUS_SUCCESS) {
-		set_err(err, errlen, "cublasCreate failed (is libcublas installed and a GPU present?)");
+		pk_set_err(err, errlen, "cublasCreate failed (is libcublas installed and a GPU present?)");
 		s->cublas = NULL;
 		return -EIO;
 	}
@@ -281,7 +281,7 @@ static int alloc_common(struct pk_step *s, const struct mdl_config *cfg,
 
 	s->lw = (struct pk_layer_w *)calloc(cfg->n_layers, sizeof(*s->lw));
 	if (!s->lw) {
-		set_err(err, errlen, "out of host memory");
+		pk_set_err(err, errlen, "out of host memory");
 		return -ENOMEM;
 	}
 	/* weight bytes, for the progress bar and the floor */
@@ -337,7 +337,7 @@ static int alloc_kv(struct pk_step *s, char *err, size_t errlen)
 	}
 	s->n_pages = (int)(budget / s->page_bytes);
 	if (s->n_pages < 1) {
-		set_err(err, errlen, "KV pool: budget %zu bytes holds no page of %zu bytes (raise "
+		pk_set_err(err, errlen, "KV pool: budget %zu bytes holds no page of %zu bytes (raise "
 			"--kv-memory or --gpu-memory-fraction)", budget, s->page_bytes);
 		return -ENOMEM;
 	}
@@ -365,7 +365,7 @@ static int mega_init(struct pk_step *s, char *err, size_t errlen)
 		return 0;
 	}
 	if (rc)
-		set_err(err, errlen, "%s", why);
+		pk_set_err(err, errlen, "%s", why);
 	return rc;
 }
 
@@ -407,7 +407,7 @@ extern "C" int pk_step_create(struct pk_step **out, const struct mdl *m,
 	int rc;
 	*out = NULL;
 	if (!s) {
-		set_err(err, errlen, "out of host memory");
+		pk_set_err(err, errlen, "out of host memory");
 		return -ENOMEM;
 	}
 	if ((rc = alloc_common(s, &m->cfg, o, err, errlen)) || (rc = alloc_weights(s, err, errlen)))
@@ -475,7 +475,7 @@ extern "C" int pk_step_create_random(struct pk_step **out, const struct mdl_conf
 	int rc;
 	*out = NULL;
 	if (!s) {
-		set_err(err, errlen, "out of host memory");
+		pk_set_err(err, errlen, "out of host memory");
 		return -ENOMEM;
 	}
 	if ((rc = alloc_common(s, cfg, o, err, errlen)) || (rc = alloc_weights(s, err, errlen)))
@@ -506,7 +506,7 @@ extern "C" int pk_step_create_random(struct pk_step **out, const struct mdl_conf
 				rc = rc ? rc : pk_k_fill(dt, w->kn, cfg->head_dim, 0, 0, 1.0f, 0);
 		}
 		if (rc || cudaDeviceSynchronize() != cudaSuccess) {
-			set_err(err, errlen, "random weight fill failed");
+			pk_set_err(err, errlen, "random weight fill failed");
 			rc = -EIO;
 			goto fail;
 		}
@@ -517,7 +517,7 @@ extern "C" int pk_step_create_random(struct pk_step **out, const struct mdl_conf
 	rc = pk_k_fill(o->dtype, s->kv, (size_t)s->n_pages * s->page_bytes / s->esz, seed ^ 0x5a5a,
 		       1.0f, 0, 0);
 	if (rc || cudaDeviceSynchronize() != cudaSuccess) {
-		set_err(err, errlen, "KV fill failed");
+		pk_set_err(err, errlen, "KV fill failed");
 		rc = -EIO;
 		goto fail;
 	}
