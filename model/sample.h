@@ -53,7 +53,8 @@ static inline MDL_HD float mdl_uniform(uint64_t seed, uint64_t counter)
  *  2. z[i] = logits[i] / temperature, one IEEE fp32 division (no reciprocal); NaN -> -inf.
  *  3. The order: i comes before j iff z[i] > z[j], or z[i] == z[j] and i < j. "First n in order"
  *     below is always this order; zmax is z of the first token. zmax == -inf: the greedy token.
- *  4. Integer weights: w[i] = mdl_exp_weight(z[i] == zmax ? 0 : z[i] - zmax) (fp32 subtraction),
+ *  4. Integer weights: w[i] = mdl_exp_weight(tab, z[i] == zmax ? 0 : z[i] - zmax) (fp32
+ *     subtraction; tab the MDL_EXP_TAB-entry table of mdl_exp_table_at()),
  *     i.e. round(2^40 * exp(z[i] - zmax)) computed only with exact integer arithmetic, so every
  *     sum below is exact and does not depend on summation order. The first token weighs 2^40;
  *     tokens with exp(.) below ~2^-41 weigh 0 and are never drawn.
@@ -68,10 +69,12 @@ static inline MDL_HD float mdl_uniform(uint64_t seed, uint64_t counter)
  *  8. The token is the first of P (in order) whose running sum exceeds target.
  * logprob is log_softmax of the raw (not temperature-scaled) logits, computed in double over
  * the whole vocabulary; it is reported, not used for the choice, so it need not be bit-exact.
- * Cost on the CPU: O(V) for steps 2-4, O(V log top_k) to select the top_k with a heap, and
- * expected O(|C|) for steps 6 and 8, which find the prefix boundary by quickselect-style
- * partitioning with weight sums instead of sorting (the answer is defined by the order alone,
- * so any selection method that respects it picks the same token).
+ * Cost on the CPU: O(V) for steps 2-4; with top_k, O(V log top_k) to select the top_k with a
+ * heap, then walks of the sorted top_k for steps 6 and 8; without, one pass summing weights
+ * per bucket of zmax - z (a key that never decreases along the order), then only the bucket
+ * holding the boundary is ordered (quickselect with weight sums). Any method that respects the
+ * order picks the same token. At temperature 1 the logprob's denominator is the exact weight
+ * sum (relative error below V * 2^-41) instead of a second pass over the vocabulary.
  */
 #define MDL_SAMPLE_WBITS 40 /* the first token's weight is 2^MDL_SAMPLE_WBITS */
 
@@ -86,22 +89,11 @@ static inline MDL_HD uint64_t mdl_mulq62(uint64_t a, uint64_t b)
 #endif
 }
 
-/* round(2^40 * e^x) for x <= 0 (x > 0 is taken as 0; NaN weighs 0), from one double multiply,
- * floor, and a degree-13 Taylor polynomial of 2^f in Q62 fixed point: bit-identical on every
- * IEEE machine (checked equal on an H200 for 4M inputs). Measured within 0.54 of 2^40 e^x. */
-static inline MDL_HD uint64_t mdl_exp_weight(float x)
+/* 2^f in Q62 for f in [0, 1) given in Q62: a degree-13 Taylor polynomial of 2^f with
+ * coefficients round(2^62 ln2^k / k!), Horner in exact integer arithmetic; in [2^62, 2^63). */
+static inline MDL_HD uint64_t mdl_exp2_q62(uint64_t f)
 {
-	if (x != x)
-		return 0;
-	if (x > 0.0f)
-		x = 0.0f;
-	double t = (double)x * 1.4426950408889634; /* log2(e) */
-	if (t < -41.0)
-		return 0;
-	double n = floor(t);
-	uint64_t f = (uint64_t)((t - n) * 4611686018427387904.0); /* Q62, exact scaling */
-	/* Horner over round(2^62 ln2^k / k!), k = 13 .. 0 */
-	uint64_t p = 0x0000000000605865ull;
+	uint64_t p = 0x0000000000605865ull; /* k = 13 .. 0 */
 	p = 0x00000000070ef594ull + mdl_mulq62(p, f);
 	p = 0x000000007a32b1cdull + mdl_mulq62(p, f);
 	p = 0x00000007933d4563ull + mdl_mulq62(p, f);
@@ -114,8 +106,42 @@ static inline MDL_HD uint64_t mdl_exp_weight(float x)
 	p = 0x038d611ae09417f1ull + mdl_mulq62(p, f);
 	p = 0x0f5fdeffc162c754ull + mdl_mulq62(p, f);
 	p = 0x2c5c85fdf473de6bull + mdl_mulq62(p, f);
-	p = 0x4000000000000000ull + mdl_mulq62(p, f); /* in [2^62, 2^63) */
-	int shift = 22 - (int)n; /* 22 .. 63 */
+	return 0x4000000000000000ull + mdl_mulq62(p, f);
+}
+
+/* The weight table: tab[i] = mdl_exp2_q62(i / 1024), i < MDL_EXP_TAB. Whoever samples fills it
+ * once with mdl_exp_table_at() (the CPU sampler at create, a GPU block in shared memory): the
+ * same integers everywhere. */
+#define MDL_EXP_TAB 1024
+static inline MDL_HD uint64_t mdl_exp_table_at(int i)
+{
+	return mdl_exp2_q62((uint64_t)i << 52);
+}
+
+/* round(2^40 * e^x) for x <= 0 (x > 0 is taken as 0; NaN weighs 0), with exact integer
+ * arithmetic after one double multiply and floor: t = x log2(e) = n + f (f in Q62), 2^f =
+ * tab[top 10 bits of f] * (a degree-3 Taylor polynomial of 2^r for the remaining r < 2^-10),
+ * then the shift by n with rounding. Bit-identical on every IEEE machine (CPU and GPU run this
+ * code). Within 0.58 of 2^40 e^x: 0.5 rounding + the degree-13 series near f = 1, 6.8e-14
+ * relative (tests/model/test_sample.c measures it against long double). */
+static inline MDL_HD uint64_t mdl_exp_weight(const uint64_t *tab, float x)
+{
+	if (x != x)
+		return 0;
+	if (x > 0.0f)
+		x = 0.0f;
+	double t = (double)x * 1.4426950408889634; /* log2(e) */
+	if (t < -41.0)
+		return 0;
+	double n = floor(t);
+	uint64_t f = (uint64_t)((t - n) * 4611686018427387904.0); /* Q62, exact scaling */
+	uint64_t r = f & ((1ull << 52) - 1);                        /* < 2^-10 in Q62 */
+	uint64_t q = 0x038d611ae09417f1ull;                         /* ln2^3 / 3! */
+	q = 0x0f5fdeffc162c754ull + mdl_mulq62(q, r);
+	q = 0x2c5c85fdf473de6bull + mdl_mulq62(q, r);
+	q = 0x4000000000000000ull + mdl_mulq62(q, r);               /* 2^r, in [2^62, 2^62.001) */
+	uint64_t p = mdl_mulq62(tab[f >> 52], q);                   /* 2^f, in [2^62, 2^63) */
+	int shift = 22 - (int)n;                                    /* 22 .. 63 */
 	return (p + (1ull << (shift - 1))) >> shift;
 }
 

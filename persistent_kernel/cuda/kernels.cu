@@ -902,11 +902,15 @@ __global__ void __launch_bounds__(1024) k_sample(const int32_t *__restrict__ n_s
 	__shared__ float rv[32];
 	__shared__ int ri[32];
 	__shared__ unsigned long long red64[64];
+	__shared__ uint64_t etab[MDL_EXP_TAB]; /* the weight table, the same integers as the CPU's */
 	__shared__ float bmax;
 	__shared__ int bidx;
 	int s = blockIdx.x;
 	if (s >= *n_seqs || seq_row[s] < 0)
 		return;
+	for (int i = threadIdx.x; i < MDL_EXP_TAB; i += blockDim.x)
+		etab[i] = mdl_exp_table_at(i);
+	__syncthreads();
 	const float *l = logits + (size_t)seq_row[s] * vocab;
 	unsigned long long *w = wbuf + (size_t)s * vocab;
 	struct pk_sampling sp = samp[s];
@@ -949,7 +953,7 @@ __global__ void __launch_bounds__(1024) k_sample(const int32_t *__restrict__ n_s
 		if (zmax > -INFINITY) {
 			for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
 				float z = samp_z(l[i], temp);
-				w[i] = mdl_exp_weight(z == zmax ? 0.0f : z - zmax);
+				w[i] = mdl_exp_weight(etab, z == zmax ? 0.0f : z - zmax);
 			}
 			__syncthreads();
 			unsigned long long kmax = samp_key(zmax, bidx), cnt, sum;
