@@ -134,8 +134,6 @@ static float log_softmax_at(const float *logits, int V, int32_t tok)
 	for (int i = 0; i < V; i++)
 		if (logits[i] > mx)
 			mx = logits[i];
-	if (mx == -INFINITY)
-		return -INFINITY;
 	/* fp32 terms (each within 1 ulp), summed in double: reported, not used for the choice */
 	double sum = 0;
 	for (int i = 0; i < V; i++)

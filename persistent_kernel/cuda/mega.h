@@ -48,8 +48,7 @@ struct pk_mega_model {
 	const void *embed, *final_norm, *lm_head;
 	const float *inv_freq;
 	void *kv;
-	const struct pk_step_batch *b;
-	int max_logits;
+	const struct pk_step_batch *b; /* logits rows 0 .. min(bucket, n_logits) are written */
 };
 
 int pk_mega_create(struct pk_mega **out, const struct pk_mega_model *m, int max_m, char *err,

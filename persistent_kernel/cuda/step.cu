@@ -356,7 +356,7 @@ static int mega_init(struct pk_step *s, char *err, size_t errlen)
 	mm.d = s->d;
 	mm.lw = s->lw;
 	mm.embed = s->embed, mm.final_norm = s->final_norm, mm.lm_head = s->lm_head;
-	mm.inv_freq = s->inv_freq, mm.kv = s->kv, mm.b = &s->b, mm.max_logits = s->o.max_logits;
+	mm.inv_freq = s->inv_freq, mm.kv = s->kv, mm.b = &s->b;
 	int m = s->o.max_tokens < PK_MEGA_MAX_M ? s->o.max_tokens : PK_MEGA_MAX_M;
 	char why[160];
 	int rc = pk_mega_create(&s->mega, &mm, m, why, sizeof(why));
