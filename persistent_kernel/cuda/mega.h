@@ -7,11 +7,12 @@
  * stage boundaries, and 16 consumer warps that wait for a unit's inputs (release/acquire
  * counters in global memory), compute it from the ring and signal it done. Work that needs a
  * whole head or a whole split-K group (q/k norm + RoPE + KV append; the split merge) is done by
- * whichever unit completes the group last, so a layer has four waits, not seven kernels.
+ * whichever unit completes the group last: a layer is five waits (QKV -> ATTN per KV group, ATTN
+ * -> O, O -> GU, GU -> DOWN, DOWN -> next QKV) instead of six or seven kernels.
  * Sampling and the done counter stay separate kernels after it (step.cu records them).
  *
  * Status: correct on every GPU check, but slower than the per-kernel fused path (H200, batch 1:
- * 1.8-1.9x its step time), so pk_step uses it only with env PK_STEP_MEGA=1; docs/gpu-step.md
+ * 1.8-2.0x its step time), so pk_step uses it only with env PK_STEP_MEGA=1; docs/gpu-step.md
  * has the measurements, the cycle profile (env PK_MEGA_PROFILE=1 prints it when the pk_step is
  * destroyed) and what has to change. Env PK_MEGA_SLOT_KB sets the ring slot size (default 32).
  *
