@@ -12,9 +12,15 @@
  * (bytes read + bytes written) / time of a 2 GiB device-to-device cudaMemcpy.
  * Usage: pk_bench [SHAPE-SUBSTRING [BATCHES]], e.g. pk_bench Qwen 1,8 (BATCHES <= 64).
  * The path column says which kernels the bucket ran (pk_step_path).
+ * PK_BENCH_SAMPLING=T,K,P: every sequence samples at temperature T, top-k K, top-p P (default
+ * greedy).
+ * PK_BENCH_BREAKDOWN=1: after each row, the step's kernels grouped by function, each group
+ * replayed alone as a chain in its graph order (so weights still come from DRAM, not L2):
+ * launches, total and per-launch microseconds, and their sum beside the whole step.
  * Output: one table (markdown) on stdout. Exit 0, 1 on error, 77 without a GPU.
  */
 #include <algorithm>
+#include <cxxabi.h>
 #include <vector>
 #include <time.h>
 
@@ -61,6 +67,96 @@ static double copy_bw(void)
 	cudaEventDestroy(e0);
 	cudaEventDestroy(e1);
 	return 2.0 * (double)n / (best * 1e-3);
+}
+
+static double graph_ms(cudaGraph_t g, cudaStream_t st, int reps)
+{
+	cudaGraphExec_t ge;
+	CK(cudaGraphInstantiate(&ge, g, 0));
+	for (int w = 0; w < 3; w++)
+		CK(cudaGraphLaunch(ge, st));
+	cudaEvent_t e0, e1;
+	CK(cudaEventCreate(&e0));
+	CK(cudaEventCreate(&e1));
+	std::vector<float> ts;
+	for (int r = 0; r < reps; r++) {
+		CK(cudaEventRecord(e0, st));
+		CK(cudaGraphLaunch(ge, st));
+		CK(cudaEventRecord(e1, st));
+		CK(cudaEventSynchronize(e1));
+		float ms;
+		CK(cudaEventElapsedTime(&ms, e0, e1));
+		ts.push_back(ms);
+	}
+	std::sort(ts.begin(), ts.end());
+	cudaEventDestroy(e0);
+	cudaEventDestroy(e1);
+	cudaGraphExecDestroy(ge);
+	return ts[ts.size() / 2];
+}
+
+/* Per-kernel-function time of one bucket's step (PK_BENCH_BREAKDOWN). The chains run without
+ * programmatic edges and on inputs the other kernels did not prepare: a cost model, not a
+ * replay. */
+static void breakdown(struct pk_step *s, int bucket, double step_ms, cudaStream_t st)
+{
+	cudaGraph_t g;
+	CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+	CKR(pk_step_record(s, bucket, st));
+	CK(cudaStreamEndCapture(st, &g));
+	size_t n = 0;
+	CK(cudaGraphGetNodes(g, NULL, &n));
+	std::vector<cudaGraphNode_t> nodes(n);
+	CK(cudaGraphGetNodes(g, nodes.data(), &n));
+	std::vector<const void *> funcs;
+	for (size_t i = 0; i < n; i++) {
+		cudaGraphNodeType t;
+		CK(cudaGraphNodeGetType(nodes[i], &t));
+		cudaKernelNodeParams p;
+		if (t == cudaGraphNodeTypeKernel &&
+		    cudaGraphKernelNodeGetParams(nodes[i], &p) == cudaSuccess &&
+		    std::find(funcs.begin(), funcs.end(), p.func) == funcs.end())
+			funcs.push_back(p.func);
+	}
+	printf("\n| kernel (bucket %d) | launches | total us | us/launch |\n|---|---:|---:|---:|\n",
+	       bucket);
+	double sum = 0.0;
+	for (const void *f : funcs) {
+		cudaGraph_t c;
+		CK(cudaGraphCreate(&c, 0));
+		cudaGraphNode_t prev = NULL;
+		int cnt = 0;
+		for (size_t i = 0; i < n; i++) {
+			cudaGraphNodeType t;
+			cudaKernelNodeParams p;
+			CK(cudaGraphNodeGetType(nodes[i], &t));
+			if (t != cudaGraphNodeTypeKernel ||
+			    cudaGraphKernelNodeGetParams(nodes[i], &p) != cudaSuccess || p.func != f)
+				continue;
+			cudaGraphNode_t nn;
+			CK(cudaGraphAddKernelNode(&nn, c, prev ? &prev : NULL, prev ? 1 : 0, &p));
+			prev = nn;
+			cnt++;
+		}
+		double ms = graph_ms(c, st, 10);
+		cudaGraphDestroy(c);
+		sum += ms;
+		const char *mangled = NULL;
+		char name[72] = "?";
+		if (cudaFuncGetName(&mangled, f) == cudaSuccess && mangled) {
+			int stt = 0;
+			char *dm = abi::__cxa_demangle(mangled, NULL, NULL, &stt);
+			snprintf(name, sizeof(name), "%s", dm && !stt ? dm : mangled);
+			free(dm);
+			for (char *q = name; *q; q++)
+				if (*q == '|')
+					*q = '/';
+		}
+		printf("| %s | %d | %.1f | %.2f |\n", name, cnt, ms * 1e3, ms * 1e3 / cnt);
+	}
+	printf("| sum of chains | | %.1f | |\n| whole step | | %.1f | |\n\n", sum * 1e3,
+	       step_ms * 1e3);
+	cudaGraphDestroy(g);
 }
 
 static void cfg_of(const struct shape *s, struct mdl_config *c)
@@ -143,6 +239,12 @@ int main(int argc, char **argv)
 				int32_t *pt = (int32_t *)malloc(4 * (size_t)B * mp);
 				struct pk_sampling sp[64];
 				memset(sp, 0, sizeof(sp));
+				const char *smp = getenv("PK_BENCH_SAMPLING");
+				for (int i = 0; smp && i < 64; i++) {
+					sscanf(smp, "%f,%d,%f", &sp[i].temperature, &sp[i].top_k,
+					       &sp[i].top_p);
+					sp[i].seed = 7 + i;
+				}
 				uint64_t rng = 99 + B * 7 + C;
 				for (int i = 0; i < B; i++) {
 					tok[i] = (int32_t)(gt_rng_next(&rng) % (uint64_t)sh->vocab);
@@ -183,6 +285,8 @@ int main(int argc, char **argv)
 				       B, C, pk_step_path(s, pk_step_bucket(s, B)), med, floor_ms, med / floor_ms, B / (med * 1e-3), bytes / (med * 1e-3) / 1e9);
 				fflush(stdout);
 				(void)b;
+				if (getenv("PK_BENCH_BREAKDOWN"))
+					breakdown(s, pk_step_bucket(s, B), med, st);
 				cudaEventDestroy(e0);
 				cudaEventDestroy(e1);
 				cudaGraphExecDestroy(ge);

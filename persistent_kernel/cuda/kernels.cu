@@ -809,34 +809,81 @@ __device__ __forceinline__ void warp_argmax(float &v, int &idx)
 	}
 }
 
-/* One block of 1024 threads per sequence, following model/sample.h's exact order step by step.
- * The order (z descending, id ascending) is encoded in a 64-bit key per token: orderable bits of
- * z above, ~id below, so "first m in order" = "the m largest keys". Each of top-k, top-p and the
- * draw is a bisection over the key space for the largest key whose (count, exact integer weight
- * sum) over keys >= it satisfies the step's predicate: at most 64 passes over the vocabulary each
- * (no sort, no per-token allocation). Greedy is one pass. */
-__device__ void block_argmax(float v, int idx, float *rv, int *ri, float *outv, int *outi)
+/*
+ * Sampling: one block of SAMP_THREADS per sequence, the token of model/sample.h exactly.
+ * The order (z descending, id ascending) is a 64-bit key per token: orderable bits of z above,
+ * ~id below, so "the first m in order" = "the m largest keys".
+ * Pass 1 over the logits: the greedy token, the log-sum-exp for the logprob and, at a
+ * temperature, z = l / T (stored) and zmax. Pass 2: integer weights w (sample.h step 4), each
+ * token's bin floor((zmax - z) * SAMP_BINS / SAMP_SPAN) (a value that never decreases along the
+ * order) stored beside w, and per-bin counts and exact weight sums. Each of top-k, top-p and the
+ * draw is then "the first token in order at which a running count or sum satisfies a
+ * condition" (samp_find): a scan over the bins finds the bin holding it, that bin's tokens are
+ * gathered and sorted in shared memory (a bin too full for it is narrowed first, 8 bits at a
+ * time just below the key prefix its tokens share). Exact integer sums do not depend on the
+ * order they are added in, so atomics are fine. Cost: two passes over the vocabulary and one
+ * gather pass per condition, plus two per narrowing (nearly flat logits, long runs of ties).
+ * Greedy decoding is pass 1 alone. The old key-space bisection (up to 3 x 64 passes) cost
+ * 4-8 ms a step at 152k entries; this costs 0.25-0.4 ms (docs/gpu-step.md).
+ */
+constexpr int SAMP_THREADS = 1024;
+constexpr int SAMP_BINS = 2048;
+constexpr float SAMP_SPAN = 29.0f; /* weights are 0 beyond zmax - z > 28.5: the last bin */
+constexpr int SAMP_CAP = 2048;     /* tokens of one bin sorted in shared memory */
+constexpr uint64_t SAMP_WMASK = (1ull << 48) - 1;
+
+enum { SAMP_COUNT, SAMP_SUM_GE, SAMP_SUM_GT }; /* top-k, top-p, the draw */
+
+struct samp_smem {
+	uint64_t etab[MDL_EXP_TAB];
+	unsigned long long bsum[SAMP_BINS];
+	unsigned bcnt[SAMP_BINS];
+	unsigned long long key[SAMP_CAP], wt[SAMP_CAP];
+	unsigned long long dsum[256];
+	unsigned dcnt[256];
+	unsigned long long red64[64];
+	float redf[32];
+	int redi[32];
+	unsigned long long kmin, kmax; /* of the last gather's tokens */
+	int n, hit;
+};
+
+/* The top nbits bits set (0 <= nbits <= 64). */
+__device__ __forceinline__ unsigned long long himask(int nbits)
 {
-	int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-	warp_argmax(v, idx);
-	__syncthreads();
-	if (lane == 0) {
-		rv[w] = v;
-		ri[w] = idx;
-	}
-	__syncthreads();
-	if (w == 0) {
-		int nw = blockDim.x >> 5;
-		v = lane < nw ? rv[lane] : -INFINITY;
-		idx = lane < nw ? ri[lane] : 0x7fffffff;
-		warp_argmax(v, idx);
-		if (lane == 0) {
-			*outv = v;
-			*outi = idx;
-		}
-	}
-	__syncthreads();
+	return nbits ? ~0ull << (64 - nbits) : 0;
 }
+
+/* A thread's histogram updates (count, exact weight sum per bin), added to shared memory once
+ * per run of equal bins: nearly flat logits put most tokens in one bin, and one atomic per
+ * token on one address would serialise the block. */
+struct samp_run {
+	unsigned *cnt;
+	unsigned long long *sum;
+	int bin = -1;
+	unsigned c = 0;
+	unsigned long long s = 0;
+	__device__ samp_run(unsigned *cn, unsigned long long *su) : cnt(cn), sum(su) {}
+	__device__ void flush()
+	{
+		if (c) {
+			atomicAdd(&cnt[bin], c);
+			if (s)
+				atomicAdd(&sum[bin], s);
+		}
+		c = 0;
+		s = 0;
+	}
+	__device__ void add(int b, unsigned long long w)
+	{
+		if (b != bin) {
+			flush();
+			bin = b;
+		}
+		c++;
+		s += w;
+	}
+};
 
 __device__ __forceinline__ float samp_z(float l, float temp)
 {
@@ -855,153 +902,402 @@ __device__ __forceinline__ unsigned long long samp_key(float z, int id)
 	return ((unsigned long long)u << 32) | (unsigned)(0xffffffffu - (unsigned)id);
 }
 
-/* (count, weight sum) over tokens with key >= kk; every thread gets both. */
-__device__ void samp_reduce(const float *l, const unsigned long long *w, int vocab, float temp,
-			    unsigned long long kk, unsigned long long *red, unsigned long long *cnt,
-			    unsigned long long *sum)
+__device__ __forceinline__ bool samp_cond(int mode, unsigned long long v, double thr,
+					  unsigned long long target)
 {
-	unsigned long long c = 0, sw = 0;
-	for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
-		if (samp_key(samp_z(l[i], temp), i) >= kk) {
-			c++;
-			sw += w[i];
+	return mode == SAMP_SUM_GE ? (double)v >= thr : v > target; /* COUNT: target = k - 1 */
+}
+
+/* Largest (v, lowest idx) over the block; every thread gets it. */
+__device__ void block_argmax(float &v, int &idx, samp_smem &sm)
+{
+	int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+	warp_argmax(v, idx);
+	__syncthreads();
+	if (lane == 0) {
+		sm.redf[w] = v;
+		sm.redi[w] = idx;
+	}
+	__syncthreads();
+	v = lane < SAMP_THREADS / 32 ? sm.redf[lane] : -INFINITY;
+	idx = lane < SAMP_THREADS / 32 ? sm.redi[lane] : 0x7fffffff;
+	warp_argmax(v, idx);
+}
+
+/* Inclusive prefix sum over the block of one value per thread (in thread order). */
+__device__ unsigned long long block_scan(unsigned long long v, samp_smem &sm)
+{
+	int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+#pragma unroll
+	for (int o = 1; o < 32; o <<= 1) {
+		unsigned long long t = __shfl_up_sync(0xffffffffu, v, o);
+		if (lane >= o)
+			v += t;
+	}
+	__syncthreads();
+	if (lane == 31)
+		sm.red64[w] = v;
+	__syncthreads();
+	unsigned long long base = 0;
+	for (int i = 0; i < w; i++)
+		base += sm.red64[i];
+	return v + base;
+}
+
+/* Sum over the block of one value per thread; every thread gets it. */
+__device__ unsigned long long block_total(unsigned long long v, samp_smem &sm)
+{
+	block_scan(v, sm); /* leaves the 32 warp totals in red64 */
+	unsigned long long t = 0;
+	for (int i = 0; i < SAMP_THREADS / 32; i++)
+		t += sm.red64[i];
+	__syncthreads();
+	return t;
+}
+
+/* The first index i in [0, n) at which pred(i) holds, pred monotone (false...true); n if none.
+ * Every thread gets it. */
+template <typename F>
+__device__ int block_first(int n, F pred, samp_smem &sm)
+{
+	__syncthreads();
+	if (threadIdx.x == 0)
+		sm.hit = n;
+	__syncthreads();
+	for (int i = threadIdx.x; i < n; i += SAMP_THREADS)
+		if (pred(i) && (i == 0 || !pred(i - 1)))
+			atomicMin(&sm.hit, i);
+	__syncthreads();
+	return sm.hit;
+}
+
+/* Sort key[0..n) (and wt alongside) by key, largest first; n <= SAMP_CAP. */
+__device__ void samp_sort(int n, samp_smem &sm)
+{
+	int np = 2;
+	while (np < n)
+		np <<= 1;
+	for (int i = n + threadIdx.x; i < np; i += SAMP_THREADS) {
+		sm.key[i] = 0; /* below every real key: sorts last */
+		sm.wt[i] = 0;
+	}
+	__syncthreads();
+	for (int k = 2; k <= np; k <<= 1)
+		for (int j = k >> 1; j > 0; j >>= 1) {
+			for (int i = threadIdx.x; i < np; i += SAMP_THREADS) {
+				int p = i ^ j;
+				if (p > i) {
+					bool desc = (i & k) == 0;
+					unsigned long long a = sm.key[i], b = sm.key[p];
+					if (desc ? a < b : a > b) {
+						sm.key[i] = b;
+						sm.key[p] = a;
+						unsigned long long t = sm.wt[i];
+						sm.wt[i] = sm.wt[p];
+						sm.wt[p] = t;
+					}
+				}
+			}
+			__syncthreads();
+		}
+}
+
+/* The tokens with bin b, key >= klo and key's top `bits` bits equal to pre's, into key/wt in
+ * order; returns how many there are (only the first SAMP_CAP are kept), their smallest and
+ * largest key in kmin, kmax. */
+__device__ int samp_gather(const float *l, const unsigned long long *w, int vocab, float temp,
+			   int b, unsigned long long klo, unsigned long long pre, int bits,
+			   samp_smem &sm)
+{
+	__syncthreads();
+	if (threadIdx.x == 0) {
+		sm.n = 0;
+		sm.kmin = ~0ull;
+		sm.kmax = 0;
+	}
+	__syncthreads();
+	unsigned long long kmn = ~0ull, kmx = 0;
+	int lane = threadIdx.x & 31, vr = (vocab + SAMP_THREADS - 1) / SAMP_THREADS * SAMP_THREADS;
+	for (int i = threadIdx.x; i < vr; i += SAMP_THREADS) { /* the same trip count per warp */
+		unsigned long long e = i < vocab ? w[i] : 0, k = 0;
+		bool take = i < vocab && (int)(e >> 48) == b;
+		if (take) {
+			k = samp_key(samp_z(l[i], temp), i);
+			take = k >= klo && !((k ^ pre) & himask(bits));
+		}
+		if (take) {
+			kmn = k < kmn ? k : kmn;
+			kmx = k > kmx ? k : kmx;
+		}
+		/* one shared-memory atomic per warp: a flat bin sends every token here */
+		unsigned m = __ballot_sync(0xffffffffu, take);
+		int base = 0;
+		if (lane == 0 && m)
+			base = atomicAdd(&sm.n, __popc(m));
+		base = __shfl_sync(0xffffffffu, base, 0);
+		int slot = base + __popc(m & ((1u << lane) - 1));
+		if (take && slot < SAMP_CAP) {
+			sm.key[slot] = k;
+			sm.wt[slot] = e & SAMP_WMASK;
 		}
 	}
 #pragma unroll
 	for (int o = 16; o > 0; o >>= 1) {
-		c += __shfl_xor_sync(0xffffffffu, c, o);
-		sw += __shfl_xor_sync(0xffffffffu, sw, o);
+		unsigned long long a = __shfl_xor_sync(0xffffffffu, kmn, o);
+		unsigned long long c = __shfl_xor_sync(0xffffffffu, kmx, o);
+		kmn = a < kmn ? a : kmn;
+		kmx = c > kmx ? c : kmx;
 	}
-	int lane = threadIdx.x & 31, wi = threadIdx.x >> 5, nw = blockDim.x >> 5;
-	__syncthreads();
 	if (lane == 0) {
-		red[wi] = c;
-		red[32 + wi] = sw;
+		atomicMin(&sm.kmin, kmn);
+		atomicMax(&sm.kmax, kmx);
 	}
 	__syncthreads();
-	c = lane < nw ? red[lane] : 0;
-	sw = lane < nw ? red[32 + lane] : 0;
-#pragma unroll
-	for (int o = 16; o > 0; o >>= 1) {
-		c += __shfl_xor_sync(0xffffffffu, c, o);
-		sw += __shfl_xor_sync(0xffffffffu, sw, o);
-	}
-	*cnt = c;
-	*sum = sw;
+	int n = sm.n;
+	if (n <= SAMP_CAP)
+		samp_sort(n, sm);
+	return n;
 }
 
-__global__ void __launch_bounds__(1024) k_sample(const int32_t *__restrict__ n_seqs,
-						 const int32_t *__restrict__ seq_row,
-						 const struct pk_sampling *__restrict__ samp,
-						 const float *__restrict__ logits, int vocab,
-						 unsigned long long *__restrict__ wbuf,
-						 int32_t *__restrict__ out_token,
-						 float *__restrict__ out_logprob)
+/*
+ * The first token in order, among those with key >= klo (a prefix of the order that holds the
+ * answer), at which the running count (SAMP_COUNT: reaches target + 1) or weight sum
+ * (SAMP_SUM_GE: >= thr; SAMP_SUM_GT: > target) satisfies the condition. blo: the bin of klo's
+ * token (SAMP_BINS when klo = 0). Returns its key; *cum = the weight sum up to and including it.
+ */
+__device__ unsigned long long samp_find(const float *l, const unsigned long long *w, int vocab,
+					float temp, int mode, double thr,
+					unsigned long long target, unsigned long long klo, int blo,
+					unsigned long long *cum, samp_smem &sm)
 {
-	__shared__ float red[32];
-	__shared__ float rv[32];
-	__shared__ int ri[32];
-	__shared__ unsigned long long red64[64];
-	__shared__ uint64_t etab[MDL_EXP_TAB]; /* the weight table, the same integers as the CPU's */
-	__shared__ float bmax;
-	__shared__ int bidx;
+	/* the bin: running totals over whole bins before blo (every token of them has key > klo);
+	 * if none satisfies, the answer lies in blo (the condition holds by the prefix's end) */
+	constexpr int PER = SAMP_BINS / SAMP_THREADS;
+	unsigned long long c[PER], s[PER], tc = 0, ts = 0;
+	int b0 = threadIdx.x * PER;
+#pragma unroll
+	for (int j = 0; j < PER; j++) {
+		tc += sm.bcnt[b0 + j];
+		ts += sm.bsum[b0 + j];
+		c[j] = tc; /* inclusive within this thread's bins, for now */
+		s[j] = ts;
+	}
+	unsigned long long ec = block_scan(tc, sm) - tc, es = block_scan(ts, sm) - ts;
+	if (threadIdx.x == 0)
+		sm.hit = blo < SAMP_BINS ? blo : SAMP_BINS - 1;
+	__syncthreads();
+#pragma unroll
+	for (int j = 0; j < PER; j++) {
+		c[j] += ec; /* inclusive over all bins up to b0 + j */
+		s[j] += es;
+		bool ok = mode == SAMP_COUNT ? c[j] > target : samp_cond(mode, s[j], thr, target);
+		if (ok && b0 + j < blo)
+			atomicMin(&sm.hit, b0 + j);
+	}
+	__syncthreads();
+	int b = sm.hit;
+	if (b >= b0 && b < b0 + PER) { /* the owner: totals before bin b */
+		int j = b - b0;
+		sm.red64[0] = j ? c[j - 1] : ec;
+		sm.red64[1] = j ? s[j - 1] : es;
+	}
+	__syncthreads();
+	unsigned long long cb = sm.red64[0], sb = sm.red64[1];
+	__syncthreads();
+
+	/* inside bin b: narrow by 8-bit digits of the key while too many tokens to sort */
+	unsigned long long pre = 0;
+	int bits = 0;
+	unsigned long long klo_b = b == blo ? klo : 0;
+	int n = samp_gather(l, w, vocab, temp, b, klo_b, pre, bits, sm);
+	while (n > SAMP_CAP) {
+		/* the next 8 bits below the prefix the remaining tokens share */
+		bits = __clzll(sm.kmin ^ sm.kmax); /* > 0 tokens differ: keys are unique */
+		pre = sm.kmax;
+		int sh = 64 - bits - 8 > 0 ? 64 - bits - 8 : 0;
+		for (int i = threadIdx.x; i < 256; i += SAMP_THREADS) {
+			sm.dcnt[i] = 0;
+			sm.dsum[i] = 0;
+		}
+		__syncthreads();
+		samp_run run(sm.dcnt, sm.dsum);
+		for (int i = threadIdx.x; i < vocab; i += SAMP_THREADS) {
+			unsigned long long e = w[i];
+			if ((int)(e >> 48) != b)
+				continue;
+			unsigned long long k = samp_key(samp_z(l[i], temp), i);
+			if (k < klo_b || ((k ^ pre) & himask(bits)))
+				continue;
+			run.add((int)(k >> sh) & 255, e & SAMP_WMASK);
+		}
+		run.flush();
+		__syncthreads();
+		/* digits from 255 down (larger keys first): the first where the condition holds */
+		int d = 0;
+		unsigned long long ac = cb, as = sb;
+		for (int dg = 255; dg >= 0; dg--) { /* 256 steps, every thread the same: no sync */
+			unsigned long long nc = ac + sm.dcnt[dg], ns = as + sm.dsum[dg];
+			bool ok = mode == SAMP_COUNT ? nc > target
+						     : samp_cond(mode, ns, thr, target);
+			if (ok || dg == 0) {
+				d = dg;
+				break;
+			}
+			ac = nc;
+			as = ns;
+		}
+		cb = ac;
+		sb = as;
+		pre = (pre & himask(64 - sh - 8)) | ((unsigned long long)d << sh);
+		bits = 64 - sh;
+		n = samp_gather(l, w, vocab, temp, b, klo_b, pre, bits, sm);
+	}
+	/* key[0..n) sorted, wt alongside: running sums from sb */
+	unsigned long long v0 = threadIdx.x * 2 < n ? sm.wt[threadIdx.x * 2] : 0;
+	unsigned long long v1 = threadIdx.x * 2 + 1 < n ? sm.wt[threadIdx.x * 2 + 1] : 0;
+	unsigned long long inc = block_scan(v0 + v1, sm);
+	__syncthreads();
+	if (threadIdx.x * 2 < SAMP_CAP) {
+		sm.wt[threadIdx.x * 2] = sb + inc - v1; /* running sum at each token, inclusive */
+		sm.wt[threadIdx.x * 2 + 1] = sb + inc;
+	}
+	__syncthreads();
+	int pos;
+	if (mode == SAMP_COUNT)
+		pos = (int)(target - cb);
+	else
+		pos = block_first(
+			n, [&](int i) { return samp_cond(mode, sm.wt[i], thr, target); }, sm);
+	if (pos >= n)
+		pos = n - 1; /* only if sums lie: the condition holds at the prefix's end */
+	unsigned long long k = sm.key[pos];
+	*cum = sm.wt[pos];
+	__syncthreads();
+	return k;
+}
+
+__global__ void __launch_bounds__(SAMP_THREADS)
+	k_sample(const int32_t *__restrict__ n_seqs, const int32_t *__restrict__ seq_row,
+		 const struct pk_sampling *__restrict__ samp, const float *__restrict__ logits,
+		 int vocab, unsigned long long *__restrict__ wbuf, int32_t *__restrict__ out_token,
+		 float *__restrict__ out_logprob)
+{
+	extern __shared__ __align__(16) unsigned char smem_raw[];
+	samp_smem &sm = *reinterpret_cast<samp_smem *>(smem_raw);
 	int s = blockIdx.x;
 	if (s >= *n_seqs || seq_row[s] < 0)
 		return;
-	for (int i = threadIdx.x; i < MDL_EXP_TAB; i += blockDim.x)
-		etab[i] = mdl_exp_table_at(i);
-	__syncthreads();
 	const float *l = logits + (size_t)seq_row[s] * vocab;
 	unsigned long long *w = wbuf + (size_t)s * vocab;
 	struct pk_sampling sp = samp[s];
+	float temp = sp.temperature > 0.0f ? sp.temperature : 0.0f;
 
-	/* greedy token (lowest id among the largest raw logits; NaN never; all NaN: 0) */
-	float bv = -INFINITY;
-	int bi = 0x7fffffff;
-	for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
-		float v = l[i];
-		if (v > bv || (v == bv && i < bi)) {
-			bv = v;
-			bi = i;
+	/* pass 1, SU loads in flight per thread: greedy token (lowest id among the largest raw
+	 * logits; NaN never; all NaN or -inf: 0), each thread's running (max, sum of exp) for the
+	 * log-sum-exp, and at a temperature z (stored in w) and its max */
+	constexpr int SU = 8;
+	float bv = -INFINITY, tm = -INFINITY, ts = 0.0f, zb = -INFINITY;
+	int bi = 0x7fffffff, zi = 0x7fffffff;
+	for (int i0 = threadIdx.x; i0 < vocab; i0 += SU * SAMP_THREADS) {
+		float v[SU];
+#pragma unroll
+		for (int u = 0; u < SU; u++) {
+			int i = i0 + u * SAMP_THREADS;
+			v[u] = i < vocab ? l[i] : -INFINITY;
+		}
+		float cm = tm;
+#pragma unroll
+		for (int u = 0; u < SU; u++) {
+			int i = i0 + u * SAMP_THREADS;
+			if (v[u] > bv) { /* ids rise with u: the first of equals stays */
+				bv = v[u];
+				bi = i;
+			}
+			cm = v[u] > cm ? v[u] : cm; /* NaN never wins */
+			if (temp > 0.0f && i < vocab) {
+				float z = samp_z(v[u], temp);
+				w[i] = __float_as_uint(z);
+				if (z > zb) {
+					zb = z;
+					zi = i;
+				}
+			}
+		}
+		if (cm > -INFINITY) {
+			ts *= tm == -INFINITY ? 0.0f : __expf(tm - cm);
+#pragma unroll
+			for (int u = 0; u < SU; u++)
+				ts += v[u] == v[u] ? __expf(v[u] - cm) : 0.0f;
+			tm = cm;
 		}
 	}
-	block_argmax(bv, bi, rv, ri, &bmax, &bidx);
-	float mx = bmax;
-	int tok = bidx == 0x7fffffff ? 0 : bidx;
-	/* log-sum-exp of the raw logits for the logprob */
-	float se = 0.0f;
-	if (mx > -INFINITY)
-		for (int i = threadIdx.x; i < vocab; i += blockDim.x)
-			se += l[i] == l[i] ? expf(l[i] - mx) : 0.0f;
-	se = block_sum(se, red);
+	float mx = bv;
+	block_argmax(mx, bi, sm);
+	int tok = bi == 0x7fffffff ? 0 : bi;
+	__syncthreads();
+	float se = ts * (tm == -INFINITY || mx == -INFINITY ? 0.0f : __expf(tm - mx));
+	{
+		int lane = threadIdx.x & 31, wi = threadIdx.x >> 5;
+		se = warp_sum(se);
+		if (lane == 0)
+			sm.redf[wi] = se;
+		__syncthreads();
+		se = warp_sum(lane < SAMP_THREADS / 32 ? sm.redf[lane] : 0.0f);
+		__syncthreads();
+	}
 	float lse = mx + logf(se);
+	float zmax = zb;
+	block_argmax(zmax, zi, sm);
 
-	if (sp.temperature > 0.0f) {
-		float temp = sp.temperature;
-		/* zmax and the first token in order */
-		float zb = -INFINITY;
-		int zi = 0x7fffffff;
-		for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
-			float z = samp_z(l[i], temp);
-			if (z > zb || (z == zb && i < zi)) {
-				zb = z;
-				zi = i;
-			}
+	if (temp > 0.0f && zmax > -INFINITY) {
+		for (int i = threadIdx.x; i < MDL_EXP_TAB; i += SAMP_THREADS)
+			sm.etab[i] = mdl_exp_table_at(i);
+		for (int i = threadIdx.x; i < SAMP_BINS; i += SAMP_THREADS) {
+			sm.bsum[i] = 0;
+			sm.bcnt[i] = 0;
 		}
-		block_argmax(zb, zi, rv, ri, &bmax, &bidx);
-		float zmax = bmax;
-		if (zmax > -INFINITY) {
-			for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
-				float z = samp_z(l[i], temp);
-				w[i] = mdl_exp_weight(etab, z == zmax ? 0.0f : z - zmax);
-			}
-			__syncthreads();
-			unsigned long long kmax = samp_key(zmax, bidx), cnt, sum;
-			unsigned long long lo = 0; /* every key >= 0: the whole vocabulary */
-			/* step 5: the top_k largest keys */
-			if (sp.top_k > 0 && sp.top_k < vocab) {
-				unsigned long long a = 0, b = kmax;
-				while (a < b) {
-					unsigned long long mid = a + (b - a + 1) / 2;
-					samp_reduce(l, w, vocab, temp, mid, red64, &cnt, &sum);
-					if (cnt >= (unsigned long long)sp.top_k)
-						a = mid;
-					else
-						b = mid - 1;
-				}
-				lo = a;
-			}
-			samp_reduce(l, w, vocab, temp, lo, red64, &cnt, &sum);
-			unsigned long long S = sum, SP = S;
-			/* step 6: shortest prefix with (double)cum >= top_p * S */
-			if (sp.top_p > 0.0f && sp.top_p < 1.0f) {
-				double thr = (double)sp.top_p * (double)S;
-				unsigned long long a = lo, b = kmax;
-				while (a < b) {
-					unsigned long long mid = a + (b - a + 1) / 2;
-					samp_reduce(l, w, vocab, temp, mid, red64, &cnt, &sum);
-					if ((double)sum >= thr)
-						a = mid;
-					else
-						b = mid - 1;
-				}
-				lo = a;
-				samp_reduce(l, w, vocab, temp, lo, red64, &cnt, &sum);
-				SP = sum;
-			}
-			/* steps 7, 8: first of P whose running sum exceeds target */
-			unsigned long long target = mdl_scale24(SP, mdl_random24(sp.seed, sp.counter));
-			unsigned long long a = lo, b = kmax;
-			while (a < b) {
-				unsigned long long mid = a + (b - a + 1) / 2;
-				samp_reduce(l, w, vocab, temp, mid, red64, &cnt, &sum);
-				if (sum > target)
-					a = mid;
-				else
-					b = mid - 1;
-			}
-			tok = (int)(0xffffffffu - (unsigned)(a & 0xffffffffu));
+		__syncthreads();
+		/* pass 2: step 4's weights, bins, per-bin count and exact sum */
+		const float bscale = (float)SAMP_BINS / SAMP_SPAN;
+		samp_run run(sm.bcnt, sm.bsum);
+		for (int i = threadIdx.x; i < vocab; i += SAMP_THREADS) {
+			float z = __uint_as_float((unsigned)w[i]);
+			float x = z == zmax ? 0.0f : z - zmax;
+			uint64_t wt = mdl_exp_weight(sm.etab, x);
+			float bf = -x * bscale; /* x = -inf: +inf, the last bin */
+			int bn = bf < (float)(SAMP_BINS - 1) ? (int)bf : SAMP_BINS - 1;
+			w[i] = ((unsigned long long)bn << 48) | wt;
+			run.add(bn, wt);
 		}
+		run.flush();
+		__syncthreads();
+		unsigned long long klo = 0, cum, S = 0, nlive = 0;
+		int blo = SAMP_BINS;
+		static_assert(SAMP_BINS == 2 * SAMP_THREADS, "two bins a thread");
+		int t2 = 2 * threadIdx.x;
+		S = block_total(sm.bsum[t2] + sm.bsum[t2 + 1], sm);
+		unsigned c2 = t2 + 1 < SAMP_BINS - 1 ? sm.bcnt[t2] + sm.bcnt[t2 + 1] : sm.bcnt[t2];
+		nlive = block_total(c2, sm); /* tokens outside the last bin */
+		/* step 5: the top_k largest keys. Every token of the last bin weighs 0 (zmax - z >
+		 * 28.98: 2^40 e^x < 0.3): when the k-th falls there, C's weights are all the
+		 * weights, and the tokens it leaves out weigh 0 too: no boundary needed. */
+		if (sp.top_k > 0 && (unsigned long long)sp.top_k < nlive) {
+			klo = samp_find(l, w, vocab, temp, SAMP_COUNT, 0.0,
+					(unsigned long long)sp.top_k - 1, 0, SAMP_BINS, &S, sm);
+			blo = (int)(w[0xffffffffu - (unsigned)(klo & 0xffffffffu)] >> 48);
+		}
+		unsigned long long SP = S;
+		/* step 6: shortest prefix with (double)cum >= top_p * S */
+		if (sp.top_p > 0.0f && sp.top_p < 1.0f) {
+			klo = samp_find(l, w, vocab, temp, SAMP_SUM_GE, (double)sp.top_p * (double)S,
+					0, klo, blo, &SP, sm);
+			blo = (int)(w[0xffffffffu - (unsigned)(klo & 0xffffffffu)] >> 48);
+		}
+		/* steps 7, 8: first of P whose running sum exceeds target */
+		unsigned long long target = mdl_scale24(SP, mdl_random24(sp.seed, sp.counter));
+		unsigned long long k = samp_find(l, w, vocab, temp, SAMP_SUM_GT, 0.0, target, klo, blo,
+						 &cum, sm);
+		tok = (int)(0xffffffffu - (unsigned)(k & 0xffffffffu));
 	}
 	if (threadIdx.x == 0) {
 		out_token[s] = tok;
@@ -1149,9 +1445,15 @@ int pk_k_swiglu(enum pk_step_dtype dt, const float *gu, int inter, int bucket, v
 int pk_k_sample(const struct pk_step_batch *b, int vocab, int max_seqs, uint64_t *wscratch,
 		cudaStream_t st)
 {
-	k_sample<<<max_seqs, 1024, 0, st>>>(b->n_seqs, b->seq_row, b->samp, b->logits, vocab,
-					    (unsigned long long *)wscratch, b->out_token,
-					    b->out_logprob);
+	if (vocab >= 1 << 30)
+		return -EINVAL;
+	size_t smem = sizeof(samp_smem);
+	if (cudaFuncSetAttribute(k_sample, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
+	    cudaSuccess)
+		return -EIO;
+	k_sample<<<max_seqs, SAMP_THREADS, smem, st>>>(b->n_seqs, b->seq_row, b->samp, b->logits,
+						       vocab, (unsigned long long *)wscratch,
+						       b->out_token, b->out_logprob);
 	return launch_err();
 }
 

@@ -575,12 +575,17 @@ static void test_embed(uint64_t *rng, int bf16, int vocab, int hidden, int rows,
 /* GPU sampler vs mdl_sample on the same logits, for a spread of parameters. */
 static void test_sample(uint64_t *rng, int vocab)
 {
-	enum { NS = 12 };
+	/* 12, 13: nearly flat logits (a random-weight model's), so one bin of zmax - z holds
+	 * most of the vocabulary and the GPU narrows it by digits of the key; 14: all equal (the
+	 * order is by id alone) */
+	enum { NS = 15 };
 	struct pk_sampling sp[NS];
 	memset(sp, 0, sizeof(sp));
-	float temps[NS] = {0, 0.7f, 1.0f, 0.9f, 1.2f, 1.0f, 1e-3f, 2.0f, 1.0f, 0.5f, 1.0f, 1.5f};
-	int ks[NS] = {0, 0, 50, 0, 200, 0, 0, 1, 1000, 40, 0, 5};
-	float ps[NS] = {1, 1, 1, 0.9f, 0.8f, 0.5f, 0.95f, 1, 0.99f, 0.3f, 0.999f, 0.7f};
+	float temps[NS] = {0, 0.7f, 1.0f, 0.9f, 1.2f, 1.0f, 1e-3f, 2.0f, 1.0f, 0.5f, 1.0f, 1.5f,
+			   1.0f, 0.8f, 1.0f};
+	int ks[NS] = {0, 0, 50, 0, 200, 0, 0, 1, 1000, 40, 0, 5, 0, 3000, 777};
+	float ps[NS] = {1, 1, 1, 0.9f, 0.8f, 0.5f, 0.95f, 1, 0.99f, 0.3f, 0.999f, 0.7f, 1, 0.95f,
+			0.9f};
 	float *l = (float *)malloc(sizeof(float) * NS * vocab);
 	for (int s = 0; s < NS; s++) {
 		sp[s].temperature = temps[s];
@@ -588,11 +593,13 @@ static void test_sample(uint64_t *rng, int vocab)
 		sp[s].top_p = ps[s];
 		sp[s].seed = gt_rng_next(rng);
 		sp[s].counter = gt_rng_next(rng) % 1000;
-		float scale = s % 3 == 0 ? 8.0f : 3.0f;
+		float scale = s >= 12 ? 0.01f : s % 3 == 0 ? 8.0f : 3.0f;
 		for (int i = 0; i < vocab; i++) {
 			float v = gt_uni(rng) * scale;
 			if (s == 5 || s == 10)
 				v = roundf(v * 2) / 2; /* many exact ties */
+			if (s == 14)
+				v = 0.25f;
 			l[(size_t)s * vocab + i] = v;
 		}
 	}
