@@ -69,12 +69,12 @@ static double copy_bw(void)
 	return 2.0 * (double)n / (best * 1e-3);
 }
 
-static double graph_ms(cudaGraph_t g, cudaStream_t st, int reps)
+/* Median time of reps replays of ge (after 3 warm-up replays), ms. */
+static double exec_ms(cudaGraphExec_t ge, cudaStream_t st, int reps)
 {
-	cudaGraphExec_t ge;
-	CK(cudaGraphInstantiate(&ge, g, 0));
 	for (int w = 0; w < 3; w++)
 		CK(cudaGraphLaunch(ge, st));
+	CK(cudaStreamSynchronize(st));
 	cudaEvent_t e0, e1;
 	CK(cudaEventCreate(&e0));
 	CK(cudaEventCreate(&e1));
@@ -88,11 +88,20 @@ static double graph_ms(cudaGraph_t g, cudaStream_t st, int reps)
 		CK(cudaEventElapsedTime(&ms, e0, e1));
 		ts.push_back(ms);
 	}
+	CK(cudaGetLastError());
 	std::sort(ts.begin(), ts.end());
 	cudaEventDestroy(e0);
 	cudaEventDestroy(e1);
-	cudaGraphExecDestroy(ge);
 	return ts[ts.size() / 2];
+}
+
+static double graph_ms(cudaGraph_t g, cudaStream_t st, int reps)
+{
+	cudaGraphExec_t ge;
+	CK(cudaGraphInstantiate(&ge, g, 0));
+	double ms = exec_ms(ge, st, reps);
+	cudaGraphExecDestroy(ge);
+	return ms;
 }
 
 /* Per-kernel-function time of one bucket's step (PK_BENCH_BREAKDOWN). The chains run without
@@ -259,25 +268,7 @@ int main(int argc, char **argv)
 				CKR(pk_step_batch_upload(s, &hb, st));
 				cudaGraphExec_t ge;
 				CKR(pk_step_graph(s, pk_step_bucket(s, B), 0, st, &ge));
-				for (int w = 0; w < 3; w++)
-					CK(cudaGraphLaunch(ge, st));
-				CK(cudaStreamSynchronize(st));
-				cudaEvent_t e0, e1;
-				CK(cudaEventCreate(&e0));
-				CK(cudaEventCreate(&e1));
-				std::vector<float> ts;
-				for (int r = 0; r < reps; r++) {
-					CK(cudaEventRecord(e0, st));
-					CK(cudaGraphLaunch(ge, st));
-					CK(cudaEventRecord(e1, st));
-					CK(cudaEventSynchronize(e1));
-					float ms;
-					CK(cudaEventElapsedTime(&ms, e0, e1));
-					ts.push_back(ms);
-				}
-				CK(cudaGetLastError());
-				std::sort(ts.begin(), ts.end());
-				double med = ts[ts.size() / 2];
+				double med = exec_ms(ge, st, reps);
 				double bytes = (double)pk_step_weight_bytes(s) +
 					       (double)B * C * pk_step_kv_bytes_per_token(s);
 				double floor_ms = bytes / bw * 1e3;
@@ -287,8 +278,6 @@ int main(int argc, char **argv)
 				(void)b;
 				if (getenv("PK_BENCH_BREAKDOWN"))
 					breakdown(s, pk_step_bucket(s, B), med, st);
-				cudaEventDestroy(e0);
-				cudaEventDestroy(e1);
 				cudaGraphExecDestroy(ge);
 				free(pt);
 			}
