@@ -841,7 +841,7 @@ struct samp_smem {
 	unsigned long long key[SAMP_CAP], wt[SAMP_CAP];
 	unsigned long long dsum[256];
 	unsigned dcnt[256];
-	unsigned long long red64[64];
+	unsigned long long red64[SAMP_THREADS / 32]; /* warp totals; [0..1] also pass values */
 	float redf[32];
 	int redi[32];
 	unsigned long long kmin, kmax; /* of the last gather's tokens */
