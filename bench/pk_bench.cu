@@ -14,9 +14,10 @@
  * The path column says which kernels the bucket ran (pk_step_path).
  * PK_BENCH_SAMPLING=T,K,P: every sequence samples at temperature T, top-k K, top-p P (default
  * greedy).
- * PK_BENCH_BREAKDOWN=1: after each row, the step's kernels grouped by function, each group
- * replayed alone as a chain in its graph order (so weights still come from DRAM, not L2):
- * launches, total and per-launch microseconds, and their sum beside the whole step.
+ * PK_BENCH_BREAKDOWN=1: after each row, the step's kernels grouped by function and grid, each
+ * group replayed alone as a chain in its graph order (so weights still come from DRAM, not L2):
+ * launches, total and per-launch microseconds, the same chain of empty kernels (the fixed cost
+ * of a launch), and the sums beside the whole step.
  * Output: one table (markdown) on stdout. Exit 0, 1 on error, 77 without a GPU.
  */
 #include <algorithm>
@@ -104,9 +105,52 @@ static double graph_ms(cudaGraph_t g, cudaStream_t st, int reps)
 	return ms;
 }
 
-/* Per-kernel-function time of one bucket's step (PK_BENCH_BREAKDOWN). The chains run without
- * programmatic edges and on inputs the other kernels did not prepare: a cost model, not a
- * replay. */
+/* A kernel that does nothing: its chain, with a group's grid and block, is the fixed cost of
+ * that many launches in a graph. */
+__global__ void k_nop(void) {}
+
+static bool same_launch(const cudaKernelNodeParams &a, const cudaKernelNodeParams &b)
+{
+	return a.func == b.func && a.gridDim.x == b.gridDim.x && a.gridDim.y == b.gridDim.y &&
+	       a.gridDim.z == b.gridDim.z;
+}
+
+/* Time of a chain of the graph's kernel nodes that launch like `key` (same function and grid),
+ * in graph order; with nop, the same number of empty kernels of that grid and block. */
+static double chain_ms(const std::vector<cudaGraphNode_t> &nodes, const cudaKernelNodeParams &key,
+		       bool nop, int *cnt, cudaStream_t st)
+{
+	cudaGraph_t c;
+	CK(cudaGraphCreate(&c, 0));
+	cudaGraphNode_t prev = NULL;
+	*cnt = 0;
+	for (cudaGraphNode_t node : nodes) {
+		cudaGraphNodeType t;
+		cudaKernelNodeParams p;
+		CK(cudaGraphNodeGetType(node, &t));
+		if (t != cudaGraphNodeTypeKernel ||
+		    cudaGraphKernelNodeGetParams(node, &p) != cudaSuccess || !same_launch(p, key))
+			continue;
+		if (nop) {
+			p.func = (void *)k_nop;
+			p.kernelParams = NULL;
+			p.extra = NULL;
+			p.sharedMemBytes = 0;
+		}
+		cudaGraphNode_t nn;
+		CK(cudaGraphAddKernelNode(&nn, c, prev ? &prev : NULL, prev ? 1 : 0, &p));
+		prev = nn;
+		(*cnt)++;
+	}
+	double ms = graph_ms(c, st, 10);
+	cudaGraphDestroy(c);
+	return ms;
+}
+
+/* Per-launch-kind time of one bucket's step (PK_BENCH_BREAKDOWN): kernels grouped by function
+ * and grid (so the O and down projections, or QKV and the LM head, are separate rows). The
+ * chains run without programmatic edges and on inputs the other kernels did not prepare: a cost
+ * model, not a replay. The empty column is the same chain of empty kernels. */
 static void breakdown(struct pk_step *s, int bucket, double step_ms, cudaStream_t st)
 {
 	cudaGraph_t g;
@@ -117,42 +161,30 @@ static void breakdown(struct pk_step *s, int bucket, double step_ms, cudaStream_
 	CK(cudaGraphGetNodes(g, NULL, &n));
 	std::vector<cudaGraphNode_t> nodes(n);
 	CK(cudaGraphGetNodes(g, nodes.data(), &n));
-	std::vector<const void *> funcs;
+	std::vector<cudaKernelNodeParams> keys;
 	for (size_t i = 0; i < n; i++) {
 		cudaGraphNodeType t;
 		CK(cudaGraphNodeGetType(nodes[i], &t));
 		cudaKernelNodeParams p;
 		if (t == cudaGraphNodeTypeKernel &&
 		    cudaGraphKernelNodeGetParams(nodes[i], &p) == cudaSuccess &&
-		    std::find(funcs.begin(), funcs.end(), p.func) == funcs.end())
-			funcs.push_back(p.func);
+		    std::none_of(keys.begin(), keys.end(),
+				 [&](const cudaKernelNodeParams &k) { return same_launch(k, p); }))
+			keys.push_back(p);
 	}
-	printf("\n| kernel (bucket %d) | launches | total us | us/launch |\n|---|---:|---:|---:|\n",
+	printf("\n| kernel (bucket %d) | grid | launches | total us | us/launch | empty us/launch |\n"
+	       "|---|---|---:|---:|---:|---:|\n",
 	       bucket);
-	double sum = 0.0;
-	for (const void *f : funcs) {
-		cudaGraph_t c;
-		CK(cudaGraphCreate(&c, 0));
-		cudaGraphNode_t prev = NULL;
-		int cnt = 0;
-		for (size_t i = 0; i < n; i++) {
-			cudaGraphNodeType t;
-			cudaKernelNodeParams p;
-			CK(cudaGraphNodeGetType(nodes[i], &t));
-			if (t != cudaGraphNodeTypeKernel ||
-			    cudaGraphKernelNodeGetParams(nodes[i], &p) != cudaSuccess || p.func != f)
-				continue;
-			cudaGraphNode_t nn;
-			CK(cudaGraphAddKernelNode(&nn, c, prev ? &prev : NULL, prev ? 1 : 0, &p));
-			prev = nn;
-			cnt++;
-		}
-		double ms = graph_ms(c, st, 10);
-		cudaGraphDestroy(c);
+	double sum = 0.0, sum_nop = 0.0;
+	for (const cudaKernelNodeParams &k : keys) {
+		int cnt;
+		double ms = chain_ms(nodes, k, false, &cnt, st);
+		double nop = chain_ms(nodes, k, true, &cnt, st);
 		sum += ms;
+		sum_nop += nop;
 		const char *mangled = NULL;
 		char name[72] = "?";
-		if (cudaFuncGetName(&mangled, f) == cudaSuccess && mangled) {
+		if (cudaFuncGetName(&mangled, k.func) == cudaSuccess && mangled) {
 			int stt = 0;
 			char *dm = abi::__cxa_demangle(mangled, NULL, NULL, &stt);
 			snprintf(name, sizeof(name), "%s", dm && !stt ? dm : mangled);
@@ -161,10 +193,11 @@ static void breakdown(struct pk_step *s, int bucket, double step_ms, cudaStream_
 				if (*q == '|')
 					*q = '/';
 		}
-		printf("| %s | %d | %.1f | %.2f |\n", name, cnt, ms * 1e3, ms * 1e3 / cnt);
+		printf("| %s | %ux%ux%u | %d | %.1f | %.2f | %.2f |\n", name, k.gridDim.x,
+		       k.gridDim.y, k.gridDim.z, cnt, ms * 1e3, ms * 1e3 / cnt, nop * 1e3 / cnt);
 	}
-	printf("| sum of chains | | %.1f | |\n| whole step | | %.1f | |\n\n", sum * 1e3,
-	       step_ms * 1e3);
+	printf("| sum of chains | | | %.1f | | %.1f total |\n| whole step | | | %.1f | | |\n\n",
+	       sum * 1e3, sum_nop * 1e3, step_ms * 1e3);
 	cudaGraphDestroy(g);
 }
 

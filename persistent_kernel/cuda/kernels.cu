@@ -358,22 +358,60 @@ static void skinny_out(const struct pk_skinny *a, int out, unsigned grid, cudaSt
 		k_skinny<NT, IN, PK_OUT_SWIGLU><<<grid, 256, 0, st>>>(*a);
 }
 
-/* One token (M = 1): one warp per output row (two for SwiGLU: gate n and up N + n), the same
- * fused prologue/epilogue as k_skinny, no tensor cores (a 1-row MMA wastes 15/16 of each load
- * slot's work and measured slower). ACC partials: one per block of 8 rows. */
+/* k_gemv1 blocks resident per SM (256 threads each, so <= 128 registers a thread: measured
+ * against 3 and 4, the deeper register budget wins on every bench shape) */
+#define GEMV1_BLOCKS_PER_SM 2
+
+/* One token (M = 1): y = W x streamed at the weights' bandwidth, with the same fused
+ * prologue/epilogue as k_skinny and no tensor cores (a 1-row MMA wastes 15/16 of each load
+ * slot's work and measured slower). The grid is at most what the GPU holds at once
+ * (gemv1_grid: no second wave, whose start would cost another DRAM round trip); warp gw of the
+ * GW in the grid takes rows gw, gw + GW, ... (with SwiGLU the pair gate n, up N + n) and walks
+ * the 256-element column slices of its rows as one flat sequence, PF slices a row-stream in
+ * flight in a ring of registers, so that the next row's weights are on their way while a row
+ * is reduced. The first PF loads are issued before anything else; x (for PK_IN_NORM the
+ * RMSNorm of h, rounded to bf16 like the unfused path) is staged in shared memory meanwhile.
+ * ACC partials: one per block, its warps' sums of squares added in a fixed order. */
 template <int IN, int OUT>
-__global__ void __launch_bounds__(256) k_gemv1(struct pk_skinny a)
+__global__ void __launch_bounds__(256, GEMV1_BLOCKS_PER_SM) k_gemv1(struct pk_skinny a)
 {
 	constexpr int R = OUT == PK_OUT_SWIGLU ? 2 : 1;
+	constexpr int PF = 8 / R;
+	extern __shared__ __align__(16) unsigned char gemv1_smem[];
+	bf16 *xs = reinterpret_cast<bf16 *>(gemv1_smem); /* K elements */
 	__shared__ float rs_s;
 	__shared__ float sqw[8];
 	int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
-	int N = a.N, K = a.K, n = blockIdx.x * 8 + wid;
-	bool valid = n < N;
-	int live = 1, src = 0;
+	int N = a.N, K = a.K, KI = (K + 255) / 256;
+	int GW = gridDim.x * 8, gw = blockIdx.x * 8 + wid;
+	int total = gw < N ? ((N - 1 - gw) / GW + 1) * KI : 0; /* slices this warp walks */
+	const bf16 *W = static_cast<const bf16 *>(a.W);
+
+	/* the load cursor: row lrow, this lane's element lk of it at lp (+ N rows for up) */
+	uint4 buf[PF][R];
+	int lrow = gw, lk = lane * 8;
+	size_t upoff = (size_t)N * K;
+	const bf16 *lp = W + (size_t)min(lrow, N - 1) * K + lk;
+	auto issue = [&](uint4(&b)[R]) {
+#pragma unroll
+		for (int r = 0; r < R; r++)
+			b[r] = lrow < N && lk < K ? ld_stream(lp + r * upoff) : make_uint4(0, 0, 0, 0);
+		lk += 256;
+		lp += 256;
+		if (lk - lane * 8 >= K) { /* next row */
+			lrow += GW;
+			lk = lane * 8;
+			lp += (long long)(GW - 1) * K - (KI * 256 - K);
+		}
+	};
+#pragma unroll
+	for (int j = 0; j < PF; j++)
+		issue(buf[j]);
+
+	/* stage x */
 	if (IN == PK_IN_NORM) {
-		live = a.n_rows ? *a.n_rows > 0 : 1;
-		src = a.gather ? a.gather[0] : 0;
+		int live = a.n_rows ? *a.n_rows > 0 : 1;
+		int src = a.gather ? a.gather[0] : 0;
 		if (wid == 0) {
 			float sum = 0.0f;
 			if (live)
@@ -381,63 +419,88 @@ __global__ void __launch_bounds__(256) k_gemv1(struct pk_skinny a)
 					sum += a.ss[(size_t)src * a.ss_ld + p];
 			sum = warp_sum(sum);
 			if (lane == 0)
-				rs_s = rsqrtf(sum / (float)K + a.eps);
+				rs_s = live ? rsqrtf(sum / (float)K + a.eps) : 0.0f;
 		}
 		__syncthreads();
-	}
-	const bf16 *W = static_cast<const bf16 *>(a.W);
-	const bf16 *wr[R];
-#pragma unroll
-	for (int r = 0; r < R; r++)
-		wr[r] = W + ((size_t)r * N + min(n, N - 1)) * K;
-	const bf16 *x = static_cast<const bf16 *>(a.x);
-	const float *hr = IN == PK_IN_NORM ? a.h + (size_t)src * a.ldh : nullptr;
-	const bf16 *nw = static_cast<const bf16 *>(a.nw);
-	float rs = IN == PK_IN_NORM ? rs_s : 0.0f;
-	float acc[R];
-#pragma unroll
-	for (int r = 0; r < R; r++)
-		acc[r] = 0.0f;
-#pragma unroll 8
-	for (int k = lane * 8; k < K; k += 256) {
-		float wf[R][8];
-#pragma unroll
-		for (int r = 0; r < R; r++)
-			vec16<bf16>::unpack(ld_stream(wr[r] + k), wf[r]);
-		float xf[8];
-		if (IN == PK_IN_X) {
-			vec16<bf16>::unpack(*reinterpret_cast<const uint4 *>(x + k), xf);
-		} else {
+		float rs = rs_s;
+		const float *hr = a.h + (size_t)src * a.ldh;
+		const bf16 *nw = static_cast<const bf16 *>(a.nw);
+		for (int k = threadIdx.x * 8; k < K; k += 256 * 8) {
 			float4 h0 = *reinterpret_cast<const float4 *>(hr + k);
 			float4 h1 = *reinterpret_cast<const float4 *>(hr + k + 4);
 			float nf[8], hv[8] = {h0.x, h0.y, h0.z, h0.w, h1.x, h1.y, h1.z, h1.w};
 			vec16<bf16>::unpack(__ldg(reinterpret_cast<const uint4 *>(nw + k)), nf);
-#pragma unroll
-			for (int i = 0; i < 8; i++)
-				xf[i] = live ? __bfloat162float(__float2bfloat16_rn(hv[i] * rs * nf[i])) : 0.0f;
+			uint4 o;
+			o.x = pack2(hv[0] * rs * nf[0], hv[1] * rs * nf[1]);
+			o.y = pack2(hv[2] * rs * nf[2], hv[3] * rs * nf[3]);
+			o.z = pack2(hv[4] * rs * nf[4], hv[5] * rs * nf[5]);
+			o.w = pack2(hv[6] * rs * nf[6], hv[7] * rs * nf[7]);
+			*reinterpret_cast<uint4 *>(xs + k) = o;
 		}
-#pragma unroll
-		for (int r = 0; r < R; r++)
-#pragma unroll
-			for (int i = 0; i < 8; i++)
-				acc[r] = fmaf(wf[r][i], xf[i], acc[r]);
+	} else {
+		const bf16 *x = static_cast<const bf16 *>(a.x);
+		for (int k = threadIdx.x * 8; k < K; k += 256 * 8)
+			*reinterpret_cast<uint4 *>(xs + k) = *reinterpret_cast<const uint4 *>(x + k);
 	}
+	__syncthreads();
+
+	/* consume: row crow, slice cit */
+	int crow = gw, cit = 0;
+	float acc[R], sq = 0.0f;
+	float yold = OUT == PK_OUT_ACC && total ? a.y[crow] : 0.0f;
 #pragma unroll
 	for (int r = 0; r < R; r++)
-		acc[r] = warp_sum(acc[r]);
-	if (OUT == PK_OUT_Y) {
-		if (valid && lane == 0)
-			a.y[n] = acc[0];
-	} else if (OUT == PK_OUT_SWIGLU) {
-		if (valid && lane == 0)
-			static_cast<bf16 *>(a.act)[n] =
-				__float2bfloat16_rn(acc[0] / (1.0f + __expf(-acc[0])) * acc[R - 1]);
-	} else {
-		float nv = valid ? a.y[n] + acc[0] : 0.0f;
-		if (valid && lane == 0)
-			a.y[n] = nv;
+		acc[r] = 0.0f;
+	for (int t = 0; t < total; t += PF) {
+#pragma unroll
+		for (int j = 0; j < PF; j++) {
+			if (t + j >= total) /* warp-uniform */
+				break;
+			int k = cit * 256 + lane * 8;
+			if (k < K) {
+				float xf[8];
+				vec16<bf16>::unpack(*reinterpret_cast<const uint4 *>(xs + k), xf);
+#pragma unroll
+				for (int r = 0; r < R; r++) {
+					float wf[8];
+					vec16<bf16>::unpack(buf[j][r], wf);
+#pragma unroll
+					for (int e = 0; e < 8; e++)
+						acc[r] = fmaf(wf[e], xf[e], acc[r]);
+				}
+			}
+			issue(buf[j]);
+			if (++cit < KI)
+				continue;
+			/* row crow complete */
+#pragma unroll
+			for (int r = 0; r < R; r++)
+				acc[r] = warp_sum(acc[r]);
+			if (OUT == PK_OUT_Y) {
+				if (lane == 0)
+					a.y[crow] = acc[0];
+			} else if (OUT == PK_OUT_SWIGLU) {
+				if (lane == 0)
+					static_cast<bf16 *>(a.act)[crow] = __float2bfloat16_rn(
+						acc[0] / (1.0f + __expf(-acc[0])) * acc[R - 1]);
+			} else {
+				float nv = yold + acc[0];
+				if (lane == 0)
+					a.y[crow] = nv;
+				sq += nv * nv;
+				if (crow + GW < N)
+					yold = a.y[crow + GW];
+			}
+			cit = 0;
+			crow += GW;
+#pragma unroll
+			for (int r = 0; r < R; r++)
+				acc[r] = 0.0f;
+		}
+	}
+	if (OUT == PK_OUT_ACC) {
 		if (lane == 0)
-			sqw[wid] = nv * nv;
+			sqw[wid] = sq;
 		__syncthreads();
 		if (threadIdx.x == 0) {
 			float sum = 0.0f;
@@ -448,15 +511,41 @@ __global__ void __launch_bounds__(256) k_gemv1(struct pk_skinny a)
 	}
 }
 
+/* Blocks of k_gemv1 for N rows: at most what the GPU holds at once, and no more than needed
+ * to give every warp the same number of rows (so that no warp walks a row more than most:
+ * 6,144 rows over 4,224 warps would leave 1,920 of them a second row). */
+static unsigned gemv1_grid(int N)
+{
+	static int cap;
+	if (!cap) {
+		int dev = 0, sms = 0;
+		cudaGetDevice(&dev);
+		cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+		cap = GEMV1_BLOCKS_PER_SM * (sms > 0 ? sms : 1);
+	}
+	int rows_per_warp = (N + 8 * cap - 1) / (8 * cap);
+	return (unsigned)((N + 8 * rows_per_warp - 1) / (8 * rows_per_warp));
+}
+
+template <int IN, int OUT>
+static void gemv1_launch(const struct pk_skinny *a, cudaStream_t st)
+{
+	size_t smem = (size_t)a->K * sizeof(bf16);
+	if (smem > 48 * 1024)
+		cudaFuncSetAttribute(k_gemv1<IN, OUT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+				     (int)smem);
+	k_gemv1<IN, OUT><<<gemv1_grid(a->N), 256, smem, st>>>(*a);
+}
+
 template <int IN>
-static void gemv1_out(const struct pk_skinny *a, int out, unsigned grid, cudaStream_t st)
+static void gemv1_out(const struct pk_skinny *a, int out, cudaStream_t st)
 {
 	if (out == PK_OUT_Y)
-		k_gemv1<IN, PK_OUT_Y><<<grid, 256, 0, st>>>(*a);
+		gemv1_launch<IN, PK_OUT_Y>(a, st);
 	else if (out == PK_OUT_ACC)
-		k_gemv1<IN, PK_OUT_ACC><<<grid, 256, 0, st>>>(*a);
+		gemv1_launch<IN, PK_OUT_ACC>(a, st);
 	else
-		k_gemv1<IN, PK_OUT_SWIGLU><<<grid, 256, 0, st>>>(*a);
+		gemv1_launch<IN, PK_OUT_SWIGLU>(a, st);
 }
 
 int launch_err(void);
@@ -546,10 +635,26 @@ __device__ __forceinline__ void load_dv(const T *p, float *f)
 	}
 }
 
+/* Positions per split for a query at context length ctx. The large-batch instantiation (CH 256)
+ * always uses CH. The small-batch one scales the chunk with the context, `unit` positions per
+ * 256 (clamped to [16, CH]); unit is 16 while the batch has few (token, KV head) pairs, so a
+ * decode token spreads over about 16 blocks per KV head up to a context of 16 * CH (enough
+ * blocks in flight to hide the memory latency) and takes CH-position chunks beyond, so that the
+ * merge stays short. Batches with more pairs already fill the GPU: unit grows with them.
+ * pk_attn_max_splits bounds the split count for unit >= 16. */
+template <int CH>
+__device__ __forceinline__ int attn_chunk(int ctx, int unit)
+{
+	if (CH != PK_ATTN_CHUNK)
+		return CH;
+	int c = (ctx + 255) / 256 * unit;
+	return c < 16 ? 16 : (c > CH ? CH : c);
+}
+
 /* grid (bucket, n_kv, splits), block 128 (4 warps). Block (r, g, s) takes query token r, the
- * G query heads of KV head g, and context positions [s*CH, min((s+1)*CH, pos+1)). CH = 64 for
- * small batches (short chains of dependent memory round trips: small-batch decode is
- * latency-bound), 256 for large ones (fewer partials to merge).
+ * G query heads of KV head g, and context positions [s*ch, min((s+1)*ch, pos+1)), ch =
+ * attn_chunk<CH>(pos+1, unit): 16..64 for small batches (short chains of dependent memory round
+ * trips: small-batch decode is latency-bound), 256 for large ones (fewer partials to merge).
  * Lanes form groups of LPR lanes; a group takes one position per iteration and each lane EPL
  * consecutive elements of its K or V row (one 16-byte load for bf16), with its slice of q for
  * all G heads in registers (no shared-memory operand in the inner loop).
@@ -562,7 +667,7 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 						   const int32_t *__restrict__ n_tokens,
 						   const int32_t *__restrict__ tok_pos,
 						   const int32_t *__restrict__ tok_seq,
-						   const int32_t *__restrict__ page_table,
+						   const int32_t *__restrict__ page_table, int unit,
 						   int max_splits, float *__restrict__ ws_o,
 						   float *__restrict__ ws_ml, T *__restrict__ out)
 {
@@ -581,11 +686,12 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 	if (r >= *n_tokens)
 		return;
 	int ctx = tok_pos[r] + 1;
-	int start = sp * CH;
+	int ch = attn_chunk<CH>(ctx, unit);
+	int start = sp * ch;
 	if (start >= ctx)
 		return;
-	int n = min(CH, ctx - start);
-	int nsplit = (ctx + CH - 1) / CH;
+	int n = min(ch, ctx - start);
+	int nsplit = (ctx + ch - 1) / ch;
 	int G = d.n_heads / d.n_kv;
 	int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, grp = lane / LPR, sub = lane % LPR;
 	float scale = rsqrtf((float)HD);
@@ -721,30 +827,64 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 	}
 }
 
-/* grid (bucket, n_heads), block HD (<= 256). */
+/* grid (bucket, n_heads), block HD (64..256: 2..8 warps). The split weights exp(m_s - max) are
+ * computed a tile of HD splits at a time, one split a thread, and the partial outputs summed
+ * with many loads in flight: the merge is a few L2 round trips, not one per split. */
 template <typename T, int HD, int CH>
-__global__ void k_attn_merge(struct pk_dims d, const int32_t *__restrict__ n_tokens,
-			     const int32_t *__restrict__ tok_pos, int max_splits,
-			     const float *__restrict__ ws_o, const float *__restrict__ ws_ml,
-			     T *__restrict__ out)
+__global__ void __launch_bounds__(HD) k_attn_merge(struct pk_dims d,
+						   const int32_t *__restrict__ n_tokens,
+						   const int32_t *__restrict__ tok_pos, int unit,
+						   int max_splits, const float *__restrict__ ws_o,
+						   const float *__restrict__ ws_ml, T *__restrict__ out)
 {
+	__shared__ float wsh[HD];
+	__shared__ float red[HD / 32];
 	int r = blockIdx.x, qh = blockIdx.y, dd = threadIdx.x;
+	int lane = dd & 31, wid = dd >> 5;
 	if (r >= *n_tokens)
 		return;
 	int ctx = tok_pos[r] + 1;
-	int nsplit = (ctx + CH - 1) / CH;
+	int ch = attn_chunk<CH>(ctx, unit);
+	int nsplit = (ctx + ch - 1) / ch;
 	if (nsplit == 1)
 		return;
 	size_t slot0 = ((size_t)r * d.n_heads + qh) * max_splits;
 	float m = -INFINITY;
-	for (int s = 0; s < nsplit; s++)
+	for (int s = dd; s < nsplit; s += HD)
 		m = fmaxf(m, ws_ml[(slot0 + s) * 2]);
+	m = warp_max(m);
+	if (lane == 0)
+		red[wid] = m;
+	__syncthreads();
+	m = red[0];
+#pragma unroll
+	for (int w = 1; w < HD / 32; w++)
+		m = fmaxf(m, red[w]);
 	float l = 0.0f, acc = 0.0f;
-	for (int s = 0; s < nsplit; s++) {
-		float f = __expf(ws_ml[(slot0 + s) * 2] - m);
-		l += ws_ml[(slot0 + s) * 2 + 1] * f;
-		acc += ws_o[(slot0 + s) * HD + dd] * f;
+	for (int s0 = 0; s0 < nsplit; s0 += HD) {
+		int s = s0 + dd, cnt = min(HD, nsplit - s0);
+		__syncthreads(); /* red (first tile) or wsh (later tiles) have been read */
+		float f = 0.0f;
+		if (s < nsplit) {
+			f = __expf(ws_ml[(slot0 + s) * 2] - m);
+			l += ws_ml[(slot0 + s) * 2 + 1] * f;
+		}
+		wsh[dd] = f;
+		__syncthreads();
+		const float *po = ws_o + (slot0 + s0) * HD + dd;
+#pragma unroll 16
+		for (int i = 0; i < cnt; i++)
+			acc = fmaf(wsh[i], po[(size_t)i * HD], acc);
 	}
+	l = warp_sum(l);
+	__syncthreads();
+	if (lane == 0)
+		red[wid] = l;
+	__syncthreads();
+	l = 0.0f;
+#pragma unroll
+	for (int w = 0; w < HD / 32; w++)
+		l += red[w];
 	out[(size_t)r * d.n_heads * HD + (size_t)qh * HD + dd] = from_f<T>(acc / l);
 }
 
@@ -753,17 +893,20 @@ void attention_launch_ch(const struct pk_dims *d, const float *q, const void *po
 			 const struct pk_step_batch *b, int bucket, int max_splits, float *ws_o,
 			 float *ws_ml, void *out, cudaStream_t st)
 {
-	/* max_splits counts PK_ATTN_CHUNK-position chunks; it is the ws row stride */
-	int splits = (max_splits * PK_ATTN_CHUNK + CH - 1) / CH;
+	/* max_splits (pk_attn_max_splits) bounds attn_chunk's split count and is the ws row
+	 * stride; CH 256 needs at most a quarter of it */
+	int splits = CH == PK_ATTN_CHUNK ? max_splits : (max_splits * PK_ATTN_CHUNK + CH - 1) / CH;
+	int pairs = bucket * d->n_kv, unit = 16 * (pairs > 16 ? pairs / 16 : 1);
 	dim3 g1(bucket, d->n_kv, splits);
 	k_attention<T, HD, CH><<<g1, 128, 0, st>>>(*d, q, static_cast<const T *>(pool), layer,
 						    b->n_tokens, b->tok_pos, b->tok_seq,
-						    b->page_table, max_splits, ws_o, ws_ml,
+						    b->page_table, unit, max_splits, ws_o, ws_ml,
 						    static_cast<T *>(out));
 	if (splits > 1) {
 		dim3 g2(bucket, d->n_heads);
-		k_attn_merge<T, HD, CH><<<g2, HD, 0, st>>>(*d, b->n_tokens, b->tok_pos, max_splits,
-							    ws_o, ws_ml, static_cast<T *>(out));
+		k_attn_merge<T, HD, CH><<<g2, HD, 0, st>>>(*d, b->n_tokens, b->tok_pos, unit,
+							    max_splits, ws_o, ws_ml,
+							    static_cast<T *>(out));
 	}
 }
 
@@ -1480,11 +1623,10 @@ int pk_k_skinny(const struct pk_skinny *a, int in, int out, cudaStream_t st)
 		return -EINVAL;
 	unsigned grid = (unsigned)((a->N + 15) / 16);
 	if (a->M == 1 && !getenv("PK_SKINNY_MMA1")) {
-		grid = (unsigned)((a->N + 7) / 8);
 		if (in == PK_IN_X)
-			gemv1_out<PK_IN_X>(a, out, grid, st);
+			gemv1_out<PK_IN_X>(a, out, st);
 		else
-			gemv1_out<PK_IN_NORM>(a, out, grid, st);
+			gemv1_out<PK_IN_NORM>(a, out, st);
 	} else if (a->M <= 8) {
 		if (in == PK_IN_X)
 			skinny_out<1, PK_IN_X>(a, out, grid, st);
@@ -1501,5 +1643,5 @@ int pk_k_skinny(const struct pk_skinny *a, int in, int out, cudaStream_t st)
 
 int pk_k_skinny_parts(int N, int M)
 {
-	return M == 1 && !getenv("PK_SKINNY_MMA1") ? (N + 7) / 8 : (N + 15) / 16;
+	return M == 1 && !getenv("PK_SKINNY_MMA1") ? (int)gemv1_grid(N) : (N + 15) / 16;
 }

@@ -202,7 +202,7 @@ static int alloc_common(struct pk_step *s, const struct mdl_config *cfg,
 	d->eps = cfg->rms_eps;
 	d->attn_bias = cfg->attn_bias;
 	d->qk_norm = cfg->qk_norm;
-	s->max_splits = (o->max_ctx + PK_ATTN_CHUNK - 1) / PK_ATTN_CHUNK;
+	s->max_splits = pk_attn_max_splits(o->max_ctx);
 	s->ss_ld = (cfg->hidden + 7) / 8;
 	s->getenv_unfused = getenv("PK_STEP_UNFUSED") && atoi(getenv("PK_STEP_UNFUSED"));
 	s->getenv_mega = getenv("PK_STEP_MEGA") && atoi(getenv("PK_STEP_MEGA"));

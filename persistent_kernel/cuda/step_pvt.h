@@ -21,10 +21,19 @@
 
 #include "step.h"
 
-/* Attention splits the context into chunks of this many positions (split-K); partials merge in
- * a second kernel. 64: two threads of a 128-thread block per position, and a short chain of
- * dependent memory round trips per block (measured: 256 left small-batch decode latency-bound). */
+/* Attention splits the context into chunks (split-K); partials merge in a second kernel. For
+ * small batches the chunk grows with the context, 16 positions per 256 up to this many (64: a
+ * short chain of dependent memory round trips per block; measured: 256 left small-batch decode
+ * latency-bound, a fixed 32 won at context 512 but lost at 4096 to the longer merge). */
 #define PK_ATTN_CHUNK 64
+/* Split count the attention workspace must hold per (token, head) for contexts up to max_ctx:
+ * at most 16 while the chunk still grows (context <= 16 * PK_ATTN_CHUNK), then one per
+ * PK_ATTN_CHUNK positions. */
+static inline int pk_attn_max_splits(int max_ctx)
+{
+	int n = (max_ctx + PK_ATTN_CHUNK - 1) / PK_ATTN_CHUNK;
+	return n > 16 ? n : 16;
+}
 /* Most query heads per KV head (GQA group) the attention kernel keeps in registers. */
 #define PK_ATTN_GMAX 8
 /* GEMMs with at most this many rows use pk's own GEMV (bytes-bound); more go to cuBLAS. */
@@ -99,7 +108,8 @@ struct pk_skinny {
 };
 int pk_k_skinny(const struct pk_skinny *a, int in, int out, cudaStream_t st);
 /* How many ss_out partials a PK_OUT_ACC launch with N rows and M tokens writes per token (M = 1
- * runs a one-warp-per-row GEMV instead of mma: 8 rows per partial; else 16). Env
+ * runs a streamed GEMV instead of mma: one partial per block, min(N / 8, what the GPU holds at
+ * once) blocks, at most ss_ld = hidden / 8; else one per 16 rows). Env
  * PK_SKINNY_MMA1=1 forces mma for M = 1 too (A/B measurements; read at every launch, host
  * side, so only at capture time). */
 int pk_k_skinny_parts(int N, int M);
@@ -116,7 +126,7 @@ int pk_k_qkv_post(enum pk_step_dtype dt, const struct pk_dims *d, const float *q
 
 /* Paged causal attention for every token r < *n_tokens: query heads of q (fp32) against the
  * positions 0 .. tok_pos[r] of its sequence; out (bucket, n_heads*head_dim) in dt. Contexts
- * longer than PK_ATTN_CHUNK are split (max_splits chunks at most) into ws_o (fp32,
+ * longer than one chunk are split (max_splits = pk_attn_max_splits(max_ctx)) into ws_o (fp32,
  * bucket*n_heads*max_splits*head_dim) and ws_ml (fp32, bucket*n_heads*max_splits*2) and merged. */
 int pk_k_attention(enum pk_step_dtype dt, const struct pk_dims *d, const float *q,
 		   const void *kv_pool, int layer, const struct pk_step_batch *b, int bucket,

@@ -311,7 +311,7 @@ static void test_attention(uint64_t *rng, int bf16, int hd, int n_heads, int n_k
 	d.page_tokens = 16;
 	d.n_layers = 2;
 	d.eps = 1e-6f;
-	int layer = 1, max_ctx = 1024;
+	int layer = 1, max_ctx = 2048;
 	d.max_pages = max_ctx / d.page_tokens;
 	int n_seqs = 3, T = 2 + chunk, G = n_heads / n_kv, half = hd / 2;
 	int n_pages = n_seqs * d.max_pages + 7;
@@ -439,7 +439,7 @@ static void test_attention(uint64_t *rng, int bf16, int hd, int n_heads, int n_k
 	CK(cudaMemcpy(bt.page_table, pt, 4 * (size_t)n_pages, cudaMemcpyHostToDevice));
 	void *dpool = gt_upload(bf16, pool, pool_n);
 	float *dqkv, *dq, *dinv, *ws_o, *ws_ml;
-	int max_splits = (max_ctx + PK_ATTN_CHUNK - 1) / PK_ATTN_CHUNK;
+	int max_splits = pk_attn_max_splits(max_ctx);
 	CK(cudaMalloc(&dqkv, 4 * (size_t)bucket * ncol));
 	CK(cudaMemcpy(dqkv, qkv, 4 * (size_t)T * ncol, cudaMemcpyHostToDevice));
 	CK(cudaMalloc(&dq, 4 * (size_t)bucket * n_heads * hd));
@@ -690,6 +690,7 @@ int main(void)
 		test_attention(&rng, bf16, 128, 12, 2, 0, 1, 255, 250, 9, 256);
 		test_attention(&rng, bf16, 128, 16, 2, 1, 0, 1000, 0, 17, 513);
 		test_attention(&rng, bf16, 256, 8, 1, 1, 1, 600, 31, 4, 0);
+		test_attention(&rng, bf16, 128, 8, 2, 1, 0, 2047, 1100, 3, 1025);
 	}
 	test_skinny(&rng, PK_IN_X, PK_OUT_Y, 1000, 512, 1, 0);
 	test_skinny(&rng, PK_IN_X, PK_OUT_Y, 333, 2048, 8, 0);
@@ -703,6 +704,12 @@ int main(void)
 	test_skinny(&rng, PK_IN_X, PK_OUT_ACC, 200, 4096, 16, 0);
 	test_skinny(&rng, PK_IN_NORM, PK_OUT_SWIGLU, 700, 1024, 1, 0);
 	test_skinny(&rng, PK_IN_NORM, PK_OUT_SWIGLU, 96, 2048, 11, 0);
+	/* M = 1 with more rows than the streamed GEMV's warps (several rows a warp, row ends
+	 * mid-ring) and K not a multiple of its 256-element slices */
+	test_skinny(&rng, PK_IN_NORM, PK_OUT_Y, 9001, 256, 1, 1);
+	test_skinny(&rng, PK_IN_X, PK_OUT_ACC, 4500, 1056, 1, 0);
+	test_skinny(&rng, PK_IN_NORM, PK_OUT_SWIGLU, 5000, 800, 1, 0);
+	test_skinny(&rng, PK_IN_X, PK_OUT_Y, 12000, 96, 1, 0);
 	test_sample(&rng, 151936);
 	test_sample(&rng, 1000);
 	cublasDestroy(hdl);
