@@ -685,7 +685,7 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 	int r = blockIdx.x, g = blockIdx.y, sp = blockIdx.z;
 	if (r >= *n_tokens)
 		return;
-	int ctx = tok_pos[r] + 1;
+	int ctx = tok_pos[r] + 1, seq = tok_seq[r];
 	int ch = attn_chunk<CH>(ctx, unit);
 	int start = sp * ch;
 	if (start >= ctx)
@@ -694,25 +694,32 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 	int nsplit = (ctx + ch - 1) / ch;
 	int G = d.n_heads / d.n_kv;
 	int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, grp = lane / LPR, sub = lane % LPR;
+	/* the chunk's page ids first (the K loads wait on them), then q: 16-byte loads (EPL is a
+	 * multiple of 4, rows 16-byte aligned) */
+	const int32_t *pt = page_table + (size_t)seq * d.max_pages;
+	int pg0 = start / d.page_tokens, npg = (start + n - 1) / d.page_tokens - pg0 + 1;
+	for (int i = threadIdx.x; i < npg; i += blockDim.x)
+		pg[i] = pt[pg0 + i];
 	float scale = rsqrtf((float)HD);
 	const float *qr = q + (size_t)r * d.n_heads * HD + (size_t)g * G * HD + sub * EPL;
 	float qf[GM][EPL];
 #pragma unroll
 	for (int h = 0; h < GM; h++)
 #pragma unroll
-		for (int e = 0; e < EPL; e++)
-			qf[h][e] = h < G ? qr[h * HD + e] * scale : 0.0f;
+		for (int e = 0; e < EPL; e += 4) {
+			float4 v = h < G ? *reinterpret_cast<const float4 *>(qr + h * HD + e)
+					 : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+			qf[h][e] = v.x * scale;
+			qf[h][e + 1] = v.y * scale;
+			qf[h][e + 2] = v.z * scale;
+			qf[h][e + 3] = v.w * scale;
+		}
 
-	const int32_t *pt = page_table + (size_t)tok_seq[r] * d.max_pages;
 	size_t per_head = (size_t)d.page_tokens * HD;
 	size_t kv_stride = (size_t)d.n_kv * per_head; /* K block to V block of one page+layer */
 	size_t page_stride = (size_t)d.n_layers * 2 * kv_stride;
 	const T *base = pool + (size_t)layer * 2 * kv_stride + (size_t)g * per_head + sub * EPL;
-	/* the chunk's page ids, once, so that the K loads below depend on no global load */
-	int pg0 = start / d.page_tokens, npg = (start + n - 1) / d.page_tokens - pg0 + 1;
-	for (int i = threadIdx.x; i < npg; i += blockDim.x)
-		pg[i] = pt[pg0 + i];
-	__syncthreads();
+	__syncthreads(); /* pg */
 
 	/* phase 1: scores */
 #pragma unroll 4
