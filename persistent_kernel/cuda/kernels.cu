@@ -677,6 +677,8 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 	constexpr int EPL = HD / LPR;                  /* elements per lane */
 	constexpr int PPI = 32 / LPR;                  /* positions per warp iteration */
 	constexpr int P1 = GM * CH, P3 = 4 * GM * HD;
+	constexpr int NI = CH / (4 * PPI); /* iterations over a whole chunk */
+	constexpr int PV = CH == PK_ATTN_CHUNK ? (NI < 4 ? NI : 4) : 0; /* V rows held in registers */
 	__shared__ __align__(16) float sm[P1 > P3 ? P1 : P3];
 	__shared__ long long roff[CH];
 	__shared__ int pg[CH + 1];
@@ -721,9 +723,12 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 	const T *base = pool + (size_t)layer * 2 * kv_stride + (size_t)g * per_head + sub * EPL;
 	__syncthreads(); /* pg */
 
-	/* phase 1: scores */
-#pragma unroll 4
-	for (int j0 = wid * PPI; j0 < n; j0 += 4 * PPI) {
+	/* phase 1: scores. The first PV iterations (all of a chunk of <= 32 positions at head dim
+	 * 128) also load the row's V into registers, so that phase 3 waits on no DRAM round trip
+	 * for them. */
+	const T *vbase = base + kv_stride;
+	float vpre[PV > 0 ? PV : 1][EPL];
+	auto score_row = [&](int j0, float *vdst) {
 		int j = j0 + grp;
 		float acc[GM];
 #pragma unroll
@@ -737,6 +742,8 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 				roff[j] = off;
 			float kf[EPL];
 			load_dv<T, EPL>(base + off, kf);
+			if (vdst)
+				load_dv<T, EPL>(vbase + off, vdst);
 #pragma unroll
 			for (int h = 0; h < GM; h++)
 #pragma unroll
@@ -754,7 +761,13 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 			for (int h = 0; h < GM; h++)
 				if (h < G)
 					sc[h][j] = acc[h];
-	}
+	};
+#pragma unroll
+	for (int it = 0; it < PV; it++)
+		score_row(wid * PPI + it * 4 * PPI, vpre[it]);
+#pragma unroll 4
+	for (int j0 = wid * PPI + PV * 4 * PPI; j0 < n; j0 += 4 * PPI)
+		score_row(j0, nullptr);
 	__syncthreads();
 
 	/* phase 2: softmax statistics per head */
@@ -784,11 +797,7 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 #pragma unroll
 		for (int e = 0; e < EPL; e++)
 			o[h][e] = 0.0f;
-	const T *vbase = base + kv_stride;
-#pragma unroll 4
-	for (int j = wid * PPI + grp; j < n; j += 4 * PPI) {
-		float v[EPL];
-		load_dv<T, EPL>(vbase + roff[j], v);
+	auto pv_row = [&](int j, const float *v) {
 #pragma unroll
 		for (int h = 0; h < GM; h++) {
 			if (h < G) {
@@ -798,6 +807,18 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 					o[h][e] = fmaf(pj, v[e], o[h][e]);
 			}
 		}
+	};
+#pragma unroll
+	for (int it = 0; it < PV; it++) {
+		int j = wid * PPI + it * 4 * PPI + grp;
+		if (j < n)
+			pv_row(j, vpre[it]);
+	}
+#pragma unroll 4
+	for (int j = wid * PPI + PV * 4 * PPI + grp; j < n; j += 4 * PPI) {
+		float v[EPL];
+		load_dv<T, EPL>(vbase + roff[j], v);
+		pv_row(j, v);
 	}
 #pragma unroll
 	for (int off = LPR; off < 32; off <<= 1)
