@@ -658,8 +658,10 @@ __device__ __forceinline__ int attn_chunk(int ctx, int unit)
  * Lanes form groups of LPR lanes; a group takes one position per iteration and each lane EPL
  * consecutive elements of its K or V row (one 16-byte load for bf16), with its slice of q for
  * all G heads in registers (no shared-memory operand in the inner loop).
- * Phase 1: scores (group-reduced with shuffles) and the row's pool offset. Phase 2: one warp per
- * head: max and sum of exp. Phase 3: p * V; groups, then warps, are summed. A context of one
+ * Phase 1: scores (group-reduced with shuffles) and the row's pool offset; a lane's first PV
+ * rows also load V into registers (small-batch chunks of <= 4 iterations need no V round trip
+ * after the softmax). Phase 2: one warp per head: max and sum of exp. Phase 3: p * V; groups,
+ * then warps, are summed. A context of one
  * chunk writes the normalized output directly; longer ones write partials for k_attn_merge. */
 template <typename T, int HD, int CH>
 __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float *__restrict__ q,
