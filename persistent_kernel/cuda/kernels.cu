@@ -435,7 +435,8 @@ __global__ void __launch_bounds__(256, GEMV1_BLOCKS_PER_SM) k_gemv1(struct pk_sk
 			o.y = pack2(hv[2] * rs * nf[2], hv[3] * rs * nf[3]);
 			o.z = pack2(hv[4] * rs * nf[4], hv[5] * rs * nf[5]);
 			o.w = pack2(hv[6] * rs * nf[6], hv[7] * rs * nf[7]);
-			*reinterpret_cast<uint4 *>(xs + k) = o;
+			/* no live row (a padding launch): x is exactly 0 whatever h holds */
+			*reinterpret_cast<uint4 *>(xs + k) = live ? o : make_uint4(0, 0, 0, 0);
 		}
 	} else {
 		const bf16 *x = static_cast<const bf16 *>(a.x);
