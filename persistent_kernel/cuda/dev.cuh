@@ -59,6 +59,25 @@ __device__ __forceinline__ uint4 ld_stream(const void *p)
 	return r;
 }
 
+/* Programmatic dependent launch (PDL; the step's kernels are launched with it, kernels.cu
+ * launch()). pdl_trigger: this block no longer holds back the launch of the next kernel in the
+ * stream, whose blocks may then become resident and run their prologue (loads of weights or of
+ * anything else no kernel of the step writes) while this grid drains. pdl_wait: block until
+ * every grid this one depends on has completed and its memory operations are visible to this
+ * grid (griddepcontrol.wait: completion + flush, so it is the acquire edge for everything the
+ * previous kernel wrote; no fence is needed beside it). Both are no-ops in a kernel launched
+ * without the attribute (then the launch itself waited for the previous kernel). A kernel
+ * launched with it must call pdl_wait before it reads or writes anything an earlier kernel of
+ * the stream touches. */
+__device__ __forceinline__ void pdl_trigger()
+{
+	asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+}
+__device__ __forceinline__ void pdl_wait()
+{
+	asm volatile("griddepcontrol.wait;" ::: "memory");
+}
+
 __device__ __forceinline__ float warp_sum(float v)
 {
 #pragma unroll

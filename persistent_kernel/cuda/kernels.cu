@@ -4,6 +4,7 @@
  * Storage type T is __nv_bfloat16 or float; all math is fp32.
  */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -21,6 +22,45 @@ extern "C" {
 namespace {
 
 using namespace pk_dev;
+
+/* PK_STEP_PDL=0 turns programmatic dependent launch off (A/B; default on). */
+bool pdl_on(void)
+{
+	static int on = -1;
+	if (on < 0) {
+		const char *e = getenv("PK_STEP_PDL");
+		on = !(e && e[0] == '0');
+	}
+	return on;
+}
+
+/* Launch one of the step's chained kernels, with programmatic stream serialization when pdl
+ * (and PK_STEP_PDL is not 0): it may then be launched as soon as every block of the previous
+ * kernel has called pdl_trigger (its blocks become resident as the previous grid drains and run
+ * their prologue), and it must pdl_wait before touching what earlier kernels wrote (dev.cuh).
+ * Only the fused path chains kernels this way: there every kernel of a step is one of these,
+ * each waits before it reads, and the step begins and ends with ordinary launches (k_embed,
+ * k_sample). Beside cuBLAS (the unfused path) the launches stay ordinary and no kernel triggers:
+ * with the attribute on qkv_post/attention/merge there, prefill steps gave wrong logits in 3 of
+ * the GPU suite's 14 checks (H100, 2026-11-22; not isolated further).
+ * Inside stream capture the attribute records a programmatic graph edge; device-launched graphs
+ * accept them (tests/gpu: test_pk_devlaunch). */
+template <typename... P, typename... A>
+void launch(bool pdl, void (*k)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
+	    A... args)
+{
+	cudaLaunchAttribute at[1];
+	at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+	at[0].val.programmaticStreamSerializationAllowed = 1;
+	cudaLaunchConfig_t c = {};
+	c.gridDim = grid;
+	c.blockDim = block;
+	c.dynamicSmemBytes = smem;
+	c.stream = st;
+	c.attrs = at;
+	c.numAttrs = pdl && pdl_on() ? 1 : 0;
+	cudaLaunchKernelEx(&c, k, args...);
+}
 
 /* Sum over the block (blockDim.x a multiple of 32, <= 1024); every thread gets the result. */
 __device__ float block_sum(float v, float *red)
@@ -211,6 +251,8 @@ __global__ void __launch_bounds__(256) k_skinny(struct pk_skinny a)
 	int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
 	int n0 = blockIdx.x * 16, N = a.N, K = a.K;
 	int nrows = a.M;
+	pdl_trigger();
+	pdl_wait();
 	if (IN == PK_IN_NORM && a.n_rows)
 		nrows = min(nrows, *a.n_rows);
 	if (IN == PK_IN_NORM) {
@@ -351,11 +393,11 @@ template <int NT, int IN>
 static void skinny_out(const struct pk_skinny *a, int out, unsigned grid, cudaStream_t st)
 {
 	if (out == PK_OUT_Y)
-		k_skinny<NT, IN, PK_OUT_Y><<<grid, 256, 0, st>>>(*a);
+		launch(true, k_skinny<NT, IN, PK_OUT_Y>, grid, 256, 0, st, *a);
 	else if (out == PK_OUT_ACC)
-		k_skinny<NT, IN, PK_OUT_ACC><<<grid, 256, 0, st>>>(*a);
+		launch(true, k_skinny<NT, IN, PK_OUT_ACC>, grid, 256, 0, st, *a);
 	else
-		k_skinny<NT, IN, PK_OUT_SWIGLU><<<grid, 256, 0, st>>>(*a);
+		launch(true, k_skinny<NT, IN, PK_OUT_SWIGLU>, grid, 256, 0, st, *a);
 }
 
 /* k_gemv1 blocks resident per SM (256 threads each, so <= 128 registers a thread: measured
@@ -386,6 +428,7 @@ __global__ void __launch_bounds__(256, GEMV1_BLOCKS_PER_SM) k_gemv1(struct pk_sk
 	int GW = gridDim.x * 8, gw = blockIdx.x * 8 + wid;
 	int total = gw < N ? ((N - 1 - gw) / GW + 1) * KI : 0; /* slices this warp walks */
 	const bf16 *W = static_cast<const bf16 *>(a.W);
+	pdl_trigger();
 
 	/* the load cursor: row lrow, this lane's element lk of it at lp (+ N rows for up) */
 	uint4 buf[PF][R];
@@ -407,6 +450,7 @@ __global__ void __launch_bounds__(256, GEMV1_BLOCKS_PER_SM) k_gemv1(struct pk_sk
 #pragma unroll
 	for (int j = 0; j < PF; j++)
 		issue(buf[j]);
+	pdl_wait(); /* the weights above are no kernel's output; everything below may be */
 
 	/* stage x */
 	if (IN == PK_IN_NORM) {
@@ -535,7 +579,7 @@ static void gemv1_launch(const struct pk_skinny *a, cudaStream_t st)
 	if (smem > 48 * 1024)
 		cudaFuncSetAttribute(k_gemv1<IN, OUT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
 				     (int)smem);
-	k_gemv1<IN, OUT><<<gemv1_grid(a->N), 256, smem, st>>>(*a);
+	launch(true, k_gemv1<IN, OUT>, gemv1_grid(a->N), 256, smem, st, *a);
 }
 
 template <int IN>
@@ -560,10 +604,13 @@ __global__ void k_qkv_post(struct pk_dims d, const float *__restrict__ qkv, cons
 			   const float *__restrict__ inv_freq, const int32_t *__restrict__ n_tokens,
 			   const int32_t *__restrict__ tok_pos, const int32_t *__restrict__ tok_seq,
 			   const int32_t *__restrict__ page_table, T *__restrict__ pool, int layer,
-			   float *__restrict__ q)
+			   float *__restrict__ q, int pdl)
 {
 	__shared__ float red[32];
 	int r = blockIdx.x, hh = blockIdx.y, i = threadIdx.x, half = d.head_dim / 2;
+	if (pdl)
+		pdl_trigger();
+	pdl_wait();
 	if (r >= *n_tokens)
 		return;
 	int ncol = (d.n_heads + 2 * d.n_kv) * d.head_dim;
@@ -636,6 +683,15 @@ __device__ __forceinline__ void load_dv(const T *p, float *f)
 	}
 }
 
+/* NU 16-byte loads of T (8 * NU bf16 or 4 * NU float) as fp32. */
+template <typename T, int NU>
+__device__ __forceinline__ void unpack_row(const uint4 (&u)[NU], float *f)
+{
+#pragma unroll
+	for (int i = 0; i < NU; i++)
+		vec16<T>::unpack(u[i], f + i * vec16<T>::n);
+}
+
 /* Positions per split for a query at context length ctx. The large-batch instantiation (CH 256)
  * always uses CH. The small-batch one scales the chunk with the context, `unit` positions per
  * 256 (clamped to [16, CH]); unit is 16 while the batch has few (token, KV head) pairs, so a
@@ -659,11 +715,14 @@ __device__ __forceinline__ int attn_chunk(int ctx, int unit)
  * Lanes form groups of LPR lanes; a group takes one position per iteration and each lane EPL
  * consecutive elements of its K or V row (one 16-byte load for bf16), with its slice of q for
  * all G heads in registers (no shared-memory operand in the inner loop).
- * Phase 1: scores (group-reduced with shuffles) and the row's pool offset; a lane's first PV
- * rows also load V into registers (small-batch chunks of <= 4 iterations need no V round trip
- * after the softmax). Phase 2: one warp per head: max and sum of exp. Phase 3: p * V; groups,
- * then warps, are summed. A context of one
- * chunk writes the normalized output directly; longer ones write partials for k_attn_merge. */
+ * Phase 1: scores (group-reduced with shuffles) and the row's pool offset. A lane's first PV
+ * rows (small batches: all of a chunk of <= 32 positions at head dim 128) are loaded, K and V,
+ * into registers before anything else, so no DRAM round trip follows the softmax for them; with
+ * programmatic dependent launch (pdl) the rows an earlier step wrote are requested before
+ * pdl_wait, i.e. while k_qkv_post still runs, and only this step's rows after it.
+ * Phase 2: one warp per head: max and sum of exp. Phase 3: p * V; groups, then warps, are
+ * summed. A context of one chunk writes the normalized output directly; longer ones write
+ * partials for k_attn_merge. */
 template <typename T, int HD, int CH>
 __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float *__restrict__ q,
 						   const T *__restrict__ pool, int layer,
@@ -672,7 +731,7 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 						   const int32_t *__restrict__ tok_seq,
 						   const int32_t *__restrict__ page_table, int unit,
 						   int max_splits, float *__restrict__ ws_o,
-						   float *__restrict__ ws_ml, T *__restrict__ out)
+						   float *__restrict__ ws_ml, T *__restrict__ out, int pdl)
 {
 	constexpr int V = vec16<T>::n;
 	constexpr int GM = PK_ATTN_GMAX;
@@ -681,14 +740,21 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 	constexpr int PPI = 32 / LPR;                  /* positions per warp iteration */
 	constexpr int P1 = GM * CH, P3 = 4 * GM * HD;
 	constexpr int NI = CH / (4 * PPI); /* iterations over a whole chunk */
-	constexpr int PV = CH == PK_ATTN_CHUNK ? (NI < 4 ? NI : 4) : 0; /* V rows held in registers */
+	constexpr int PV = CH == PK_ATTN_CHUNK ? (NI < 4 ? NI : 4) : 0; /* rows held in registers */
+	constexpr int NU = EPL * (int)sizeof(T) / 16; /* 16-byte loads per lane and row */
+	static_assert(NU * 16 == EPL * (int)sizeof(T), "a lane's slice of a row is whole 16-byte loads");
 	__shared__ __align__(16) float sm[P1 > P3 ? P1 : P3];
+	__shared__ int fresh_s;
 	__shared__ long long roff[CH];
 	__shared__ int pg[CH + 1];
 	__shared__ float mh[GM], lh[GM];
 	float(*sc)[CH] = reinterpret_cast<float(*)[CH]>(sm);
 	int r = blockIdx.x, g = blockIdx.y, sp = blockIdx.z;
-	if (r >= *n_tokens)
+	if (pdl)
+		pdl_trigger();
+	/* Before pdl_wait only the batch descriptor and KV rows an earlier step wrote are read. */
+	int nt = *n_tokens;
+	if (r >= nt)
 		return;
 	int ctx = tok_pos[r] + 1, seq = tok_seq[r];
 	int ch = attn_chunk<CH>(ctx, unit);
@@ -699,12 +765,60 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 	int nsplit = (ctx + ch - 1) / ch;
 	int G = d.n_heads / d.n_kv;
 	int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, grp = lane / LPR, sub = lane % LPR;
-	/* the chunk's page ids first (the K loads wait on them), then q: 16-byte loads (EPL is a
-	 * multiple of 4, rows 16-byte aligned) */
+	/* the chunk's page ids (the K loads wait on them) and, where rows are prefetched, the first
+	 * position of this sequence that this step writes (this token's, or an earlier token's of
+	 * the same prefill chunk): rows below it are an earlier step's and may be read before
+	 * pdl_wait, the others only after it */
 	const int32_t *pt = page_table + (size_t)seq * d.max_pages;
 	int pg0 = start / d.page_tokens, npg = (start + n - 1) / d.page_tokens - pg0 + 1;
 	for (int i = threadIdx.x; i < npg; i += blockDim.x)
 		pg[i] = pt[pg0 + i];
+	if (PV > 0 && wid == 0) { /* PV > 0: a bucket < 16, so nt <= 32 */
+		int f = lane < nt && tok_seq[lane] == seq ? tok_pos[lane] : INT_MAX;
+#pragma unroll
+		for (int o = 16; o > 0; o >>= 1)
+			f = min(f, __shfl_xor_sync(0xffffffffu, f, o));
+		if (lane == 0)
+			fresh_s = f;
+	}
+	size_t per_head = (size_t)d.page_tokens * HD;
+	size_t kv_stride = (size_t)d.n_kv * per_head; /* K block to V block of one page+layer */
+	size_t page_stride = (size_t)d.n_layers * 2 * kv_stride;
+	const T *base = pool + (size_t)layer * 2 * kv_stride + (size_t)g * per_head + sub * EPL;
+	const T *vbase = base + kv_stride;
+	__syncthreads(); /* pg, fresh_s */
+	auto row_off = [&](int j) {
+		int p = start + j;
+		return (long long)pg[p / d.page_tokens - pg0] * (long long)page_stride +
+		       (long long)(p % d.page_tokens) * HD;
+	};
+
+	/* The first PV iterations' K and V rows (all of a chunk of <= 32 positions at head dim
+	 * 128) go to registers: those of earlier steps before pdl_wait, the rest after; phase 3
+	 * then waits on no DRAM round trip for them. */
+	uint4 kpre[PV > 0 ? PV : 1][NU] = {}, vpre[PV > 0 ? PV : 1][NU] = {};
+	auto fetch = [&](int it, bool before_wait) {
+		int j = wid * PPI + it * 4 * PPI + grp;
+		if (j >= n || (start + j < fresh_s) != before_wait)
+			return;
+		long long off = row_off(j);
+		if (sub == 0)
+			roff[j] = off;
+#pragma unroll
+		for (int u = 0; u < NU; u++) {
+			kpre[it][u] = *reinterpret_cast<const uint4 *>(base + off + u * V);
+			vpre[it][u] = *reinterpret_cast<const uint4 *>(vbase + off + u * V);
+		}
+	};
+#pragma unroll
+	for (int it = 0; it < PV; it++)
+		fetch(it, true);
+	pdl_wait();
+#pragma unroll
+	for (int it = 0; it < PV; it++)
+		fetch(it, false);
+
+	/* q: 16-byte loads (EPL is a multiple of 4, rows 16-byte aligned) */
 	float scale = rsqrtf((float)HD);
 	const float *qr = q + (size_t)r * d.n_heads * HD + (size_t)g * G * HD + sub * EPL;
 	float qf[GM][EPL];
@@ -720,38 +834,15 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 			qf[h][e + 3] = v.w * scale;
 		}
 
-	size_t per_head = (size_t)d.page_tokens * HD;
-	size_t kv_stride = (size_t)d.n_kv * per_head; /* K block to V block of one page+layer */
-	size_t page_stride = (size_t)d.n_layers * 2 * kv_stride;
-	const T *base = pool + (size_t)layer * 2 * kv_stride + (size_t)g * per_head + sub * EPL;
-	__syncthreads(); /* pg */
-
-	/* phase 1: scores. The first PV iterations (all of a chunk of <= 32 positions at head dim
-	 * 128) also load the row's V into registers, so that phase 3 waits on no DRAM round trip
-	 * for them. */
-	const T *vbase = base + kv_stride;
-	float vpre[PV > 0 ? PV : 1][EPL];
-	auto score_row = [&](int j0, float *vdst) {
-		int j = j0 + grp;
+	/* phase 1: scores (row j of this lane's group, its K slice in kf) */
+	auto score_row = [&](int j, const float *kf) {
 		float acc[GM];
 #pragma unroll
-		for (int h = 0; h < GM; h++)
+		for (int h = 0; h < GM; h++) {
 			acc[h] = 0.0f;
-		if (j < n) {
-			int p = start + j;
-			long long off = (long long)pg[p / d.page_tokens - pg0] * (long long)page_stride +
-					(long long)(p % d.page_tokens) * HD;
-			if (sub == 0)
-				roff[j] = off;
-			float kf[EPL];
-			load_dv<T, EPL>(base + off, kf);
-			if (vdst)
-				load_dv<T, EPL>(vbase + off, vdst);
 #pragma unroll
-			for (int h = 0; h < GM; h++)
-#pragma unroll
-				for (int e = 0; e < EPL; e++)
-					acc[h] = fmaf(qf[h][e], kf[e], acc[h]);
+			for (int e = 0; e < EPL; e++)
+				acc[h] = fmaf(qf[h][e], kf[e], acc[h]);
 		}
 #pragma unroll
 		for (int o = 1; o < LPR; o <<= 1)
@@ -766,11 +857,27 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 					sc[h][j] = acc[h];
 	};
 #pragma unroll
-	for (int it = 0; it < PV; it++)
-		score_row(wid * PPI + it * 4 * PPI, vpre[it]);
+	for (int it = 0; it < PV; it++) {
+		float kf[EPL];
+		unpack_row<T, NU>(kpre[it], kf);
+		score_row(wid * PPI + it * 4 * PPI + grp, kf);
+	}
 #pragma unroll 4
-	for (int j0 = wid * PPI + PV * 4 * PPI; j0 < n; j0 += 4 * PPI)
-		score_row(j0, nullptr);
+	for (int j0 = wid * PPI + PV * 4 * PPI; j0 < n; j0 += 4 * PPI) {
+		int j = j0 + grp;
+		float kf[EPL];
+		if (j < n) {
+			long long off = row_off(j);
+			if (sub == 0)
+				roff[j] = off;
+			load_dv<T, EPL>(base + off, kf);
+		} else {
+#pragma unroll
+			for (int e = 0; e < EPL; e++)
+				kf[e] = 0.0f;
+		}
+		score_row(j, kf);
+	}
 	__syncthreads();
 
 	/* phase 2: softmax statistics per head */
@@ -814,8 +921,11 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 #pragma unroll
 	for (int it = 0; it < PV; it++) {
 		int j = wid * PPI + it * 4 * PPI + grp;
-		if (j < n)
-			pv_row(j, vpre[it]);
+		if (j < n) {
+			float v[EPL];
+			unpack_row<T, NU>(vpre[it], v);
+			pv_row(j, v);
+		}
 	}
 #pragma unroll 4
 	for (int j = wid * PPI + PV * 4 * PPI + grp; j < n; j += 4 * PPI) {
@@ -866,12 +976,16 @@ __global__ void __launch_bounds__(HD) k_attn_merge(struct pk_dims d,
 						   const int32_t *__restrict__ n_tokens,
 						   const int32_t *__restrict__ tok_pos, int unit,
 						   int max_splits, const float *__restrict__ ws_o,
-						   const float *__restrict__ ws_ml, T *__restrict__ out)
+						   const float *__restrict__ ws_ml, T *__restrict__ out,
+						   int pdl)
 {
 	__shared__ float wsh[HD];
 	__shared__ float red[HD / 32];
 	int r = blockIdx.x, qh = blockIdx.y, dd = threadIdx.x;
 	int lane = dd & 31, wid = dd >> 5;
+	if (pdl)
+		pdl_trigger();
+	pdl_wait();
 	if (r >= *n_tokens)
 		return;
 	int ctx = tok_pos[r] + 1;
@@ -922,36 +1036,34 @@ __global__ void __launch_bounds__(HD) k_attn_merge(struct pk_dims d,
 template <typename T, int HD, int CH>
 void attention_launch_ch(const struct pk_dims *d, const float *q, const void *pool, int layer,
 			 const struct pk_step_batch *b, int bucket, int max_splits, float *ws_o,
-			 float *ws_ml, void *out, cudaStream_t st)
+			 float *ws_ml, void *out, int pdl, cudaStream_t st)
 {
 	/* max_splits (pk_attn_max_splits) bounds attn_chunk's split count and is the ws row
 	 * stride; CH 256 needs at most a quarter of it */
 	int splits = CH == PK_ATTN_CHUNK ? max_splits : (max_splits * PK_ATTN_CHUNK + CH - 1) / CH;
 	int pairs = bucket * d->n_kv, unit = 16 * (pairs > 16 ? pairs / 16 : 1);
 	dim3 g1(bucket, d->n_kv, splits);
-	k_attention<T, HD, CH><<<g1, 128, 0, st>>>(*d, q, static_cast<const T *>(pool), layer,
-						    b->n_tokens, b->tok_pos, b->tok_seq,
-						    b->page_table, unit, max_splits, ws_o, ws_ml,
-						    static_cast<T *>(out));
+	launch(pdl, k_attention<T, HD, CH>, g1, 128, 0, st, *d, q, static_cast<const T *>(pool),
+	       layer, b->n_tokens, b->tok_pos, b->tok_seq, b->page_table, unit, max_splits, ws_o,
+	       ws_ml, static_cast<T *>(out), pdl);
 	if (splits > 1) {
 		dim3 g2(bucket, d->n_heads);
-		k_attn_merge<T, HD, CH><<<g2, HD, 0, st>>>(*d, b->n_tokens, b->tok_pos, unit,
-							    max_splits, ws_o, ws_ml,
-							    static_cast<T *>(out));
+		launch(pdl, k_attn_merge<T, HD, CH>, g2, HD, 0, st, *d, b->n_tokens, b->tok_pos,
+		       unit, max_splits, ws_o, ws_ml, static_cast<T *>(out), pdl);
 	}
 }
 
 template <typename T, int HD>
 void attention_launch(const struct pk_dims *d, const float *q, const void *pool, int layer,
 		      const struct pk_step_batch *b, int bucket, int max_splits, float *ws_o,
-		      float *ws_ml, void *out, cudaStream_t st)
+		      float *ws_ml, void *out, int pdl, cudaStream_t st)
 {
 	if (bucket >= 16)
 		attention_launch_ch<T, HD, 256>(d, q, pool, layer, b, bucket, max_splits, ws_o,
-						ws_ml, out, st);
+						ws_ml, out, pdl, st);
 	else
 		attention_launch_ch<T, HD, PK_ATTN_CHUNK>(d, q, pool, layer, b, bucket, max_splits,
-							  ws_o, ws_ml, out, st);
+							  ws_o, ws_ml, out, pdl, st);
 }
 
 /* ---------------------------------------------------------------- SwiGLU */
@@ -1563,42 +1675,38 @@ int pk_k_gemm(void *cublas, enum pk_step_dtype dt, const void *W, int N, int K, 
 int pk_k_qkv_post(enum pk_step_dtype dt, const struct pk_dims *d, const float *qkv,
 		  const void *bias, const void *qn, const void *kn, const float *inv_freq,
 		  const struct pk_step_batch *b, int bucket, void *kv_pool, int layer, float *q,
-		  cudaStream_t st)
+		  int pdl, cudaStream_t st)
 {
 	if (d->head_dim % 64 || d->head_dim > 256)
 		return -EINVAL;
 	dim3 grid(bucket, d->n_heads + 2 * d->n_kv);
 	int th = d->head_dim / 2;
 	if (dt == PK_STEP_BF16)
-		k_qkv_post<bf16><<<grid, th, 0, st>>>(*d, qkv, static_cast<const bf16 *>(bias),
-						       static_cast<const bf16 *>(qn),
-						       static_cast<const bf16 *>(kn), inv_freq,
-						       b->n_tokens, b->tok_pos, b->tok_seq,
-						       b->page_table, static_cast<bf16 *>(kv_pool),
-						       layer, q);
+		launch(pdl, k_qkv_post<bf16>, grid, th, 0, st, *d, qkv, static_cast<const bf16 *>(bias),
+		       static_cast<const bf16 *>(qn), static_cast<const bf16 *>(kn), inv_freq,
+		       b->n_tokens, b->tok_pos, b->tok_seq, b->page_table,
+		       static_cast<bf16 *>(kv_pool), layer, q, pdl);
 	else
-		k_qkv_post<float><<<grid, th, 0, st>>>(*d, qkv, static_cast<const float *>(bias),
-							static_cast<const float *>(qn),
-							static_cast<const float *>(kn), inv_freq,
-							b->n_tokens, b->tok_pos, b->tok_seq,
-							b->page_table, static_cast<float *>(kv_pool),
-							layer, q);
+		launch(pdl, k_qkv_post<float>, grid, th, 0, st, *d, qkv, static_cast<const float *>(bias),
+		       static_cast<const float *>(qn), static_cast<const float *>(kn), inv_freq,
+		       b->n_tokens, b->tok_pos, b->tok_seq, b->page_table,
+		       static_cast<float *>(kv_pool), layer, q, pdl);
 	return launch_err();
 }
 
 int pk_k_attention(enum pk_step_dtype dt, const struct pk_dims *d, const float *q,
 		   const void *kv_pool, int layer, const struct pk_step_batch *b, int bucket,
-		   int max_splits, float *ws_o, float *ws_ml, void *out, cudaStream_t st)
+		   int max_splits, float *ws_o, float *ws_ml, void *out, int pdl, cudaStream_t st)
 {
 	if (d->n_heads % d->n_kv || d->n_heads / d->n_kv > PK_ATTN_GMAX)
 		return -EINVAL;
 	switch (d->head_dim * 2 + (dt == PK_STEP_BF16)) {
-	case 129: attention_launch<bf16, 64>(d, q, kv_pool, layer, b, bucket, max_splits, ws_o, ws_ml, out, st); break;
-	case 257: attention_launch<bf16, 128>(d, q, kv_pool, layer, b, bucket, max_splits, ws_o, ws_ml, out, st); break;
-	case 513: attention_launch<bf16, 256>(d, q, kv_pool, layer, b, bucket, max_splits, ws_o, ws_ml, out, st); break;
-	case 128: attention_launch<float, 64>(d, q, kv_pool, layer, b, bucket, max_splits, ws_o, ws_ml, out, st); break;
-	case 256: attention_launch<float, 128>(d, q, kv_pool, layer, b, bucket, max_splits, ws_o, ws_ml, out, st); break;
-	case 512: attention_launch<float, 256>(d, q, kv_pool, layer, b, bucket, max_splits, ws_o, ws_ml, out, st); break;
+	case 129: attention_launch<bf16, 64>(d, q, kv_pool, layer, b, bucket, max_splits, ws_o, ws_ml, out, pdl, st); break;
+	case 257: attention_launch<bf16, 128>(d, q, kv_pool, layer, b, bucket, max_splits, ws_o, ws_ml, out, pdl, st); break;
+	case 513: attention_launch<bf16, 256>(d, q, kv_pool, layer, b, bucket, max_splits, ws_o, ws_ml, out, pdl, st); break;
+	case 128: attention_launch<float, 64>(d, q, kv_pool, layer, b, bucket, max_splits, ws_o, ws_ml, out, pdl, st); break;
+	case 256: attention_launch<float, 128>(d, q, kv_pool, layer, b, bucket, max_splits, ws_o, ws_ml, out, pdl, st); break;
+	case 512: attention_launch<float, 256>(d, q, kv_pool, layer, b, bucket, max_splits, ws_o, ws_ml, out, pdl, st); break;
 	default: return -EINVAL;
 	}
 	return launch_err();

@@ -594,9 +594,9 @@ static int record_fused(struct pk_step *s, int bucket, int nl, cudaStream_t st)
 		a.y = s->qkv, a.ldy = QKV;
 		rc = pk_k_skinny(&a, PK_IN_NORM, PK_OUT_Y, st);
 		rc = rc ? rc : pk_k_qkv_post(dt, d, s->qkv, w->bqkv, w->qn, w->kn, s->inv_freq, b,
-					     bucket, s->kv, l, s->q, st);
+					     bucket, s->kv, l, s->q, 1, st);
 		rc = rc ? rc : pk_k_attention(dt, d, s->q, s->kv, l, b, bucket, s->max_splits,
-					      s->ws_o, s->ws_ml, s->attn, st);
+					      s->ws_o, s->ws_ml, s->attn, 1, st);
 		memset(&a, 0, sizeof(a));
 		a.W = w->wo, a.N = H, a.K = QD, a.M = bucket, a.x = s->attn, a.ldx = QD;
 		a.y = s->h, a.ldy = H, a.ss_out = s->ss, a.ss_ld = s->ss_ld;
@@ -666,9 +666,9 @@ extern "C" int pk_step_record(struct pk_step *s, int bucket, cudaStream_t st)
 		rc = rc ? rc : pk_k_gemm(s->cublas, dt, w->wqkv, QKV, H, s->xn, H, bucket, s->qkv,
 					 QKV, 0, st);
 		rc = rc ? rc : pk_k_qkv_post(dt, d, s->qkv, w->bqkv, w->qn, w->kn, s->inv_freq, b,
-					     bucket, s->kv, l, s->q, st);
+					     bucket, s->kv, l, s->q, 0, st);
 		rc = rc ? rc : pk_k_attention(dt, d, s->q, s->kv, l, b, bucket, s->max_splits,
-					      s->ws_o, s->ws_ml, s->attn, st);
+					      s->ws_o, s->ws_ml, s->attn, 0, st);
 		rc = rc ? rc : pk_k_gemm(s->cublas, dt, w->wo, H, QD, s->attn, QD, bucket, s->delta,
 					 H, 0, st);
 		rc = rc ? rc : pk_k_rmsnorm(dt, s->h, s->delta, w->mlp_norm, H, d->eps, NULL,

@@ -118,11 +118,13 @@ int pk_k_skinny_parts(int N, int M);
  * (when given, same layout), per-head RMSNorm of q and k (when qn/kn given), RoPE on q and k
  * (inv_freq: head_dim/2 fp32; HF rotate_half pairing i, i + head_dim/2), write q (fp32, same
  * layout as qkv's q part, row stride n_heads*head_dim) and append k, v to the paged pool at
- * layer `layer`. */
+ * layer `layer`. pdl (here and in pk_k_attention): 1 when the kernels before and after on st
+ * are the fused path's own (programmatic dependent launch, kernels.cu launch()); 0 beside
+ * cuBLAS. */
 int pk_k_qkv_post(enum pk_step_dtype dt, const struct pk_dims *d, const float *qkv,
 		  const void *bias, const void *qn, const void *kn, const float *inv_freq,
 		  const struct pk_step_batch *b, int bucket, void *kv_pool, int layer, float *q,
-		  cudaStream_t st);
+		  int pdl, cudaStream_t st);
 
 /* Paged causal attention for every token r < *n_tokens: query heads of q (fp32) against the
  * positions 0 .. tok_pos[r] of its sequence; out (bucket, n_heads*head_dim) in dt. Contexts
@@ -130,7 +132,7 @@ int pk_k_qkv_post(enum pk_step_dtype dt, const struct pk_dims *d, const float *q
  * bucket*n_heads*max_splits*head_dim) and ws_ml (fp32, bucket*n_heads*max_splits*2) and merged. */
 int pk_k_attention(enum pk_step_dtype dt, const struct pk_dims *d, const float *q,
 		   const void *kv_pool, int layer, const struct pk_step_batch *b, int bucket,
-		   int max_splits, float *ws_o, float *ws_ml, void *out, cudaStream_t st);
+		   int max_splits, float *ws_o, float *ws_ml, void *out, int pdl, cudaStream_t st);
 
 /* out[r][i] = T(silu(gu[r][i]) * gu[r][inter + i]) for r < bucket (gate then up, fp32). */
 int pk_k_swiglu(enum pk_step_dtype dt, const float *gu, int inter, int bucket, void *out,

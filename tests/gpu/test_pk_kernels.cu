@@ -457,8 +457,9 @@ static void test_attention(uint64_t *rng, int bf16, int hd, int n_heads, int n_k
 	d.qk_norm = qk_norm;
 	enum pk_step_dtype dt = bf16 ? PK_STEP_BF16 : PK_STEP_F32;
 	CKR(pk_k_qkv_post(dt, &d, dqkv, bias ? db : NULL, qk_norm ? dqn : NULL, qk_norm ? dkn : NULL,
-			  dinv, &bt, bucket, dpool, layer, dq, 0));
-	CKR(pk_k_attention(dt, &d, dq, dpool, layer, &bt, bucket, max_splits, ws_o, ws_ml, dout, 0));
+			  dinv, &bt, bucket, dpool, layer, dq, 1, 0));
+	CKR(pk_k_attention(dt, &d, dq, dpool, layer, &bt, bucket, max_splits, ws_o, ws_ml, dout, 1,
+			   0));
 	CK(cudaDeviceSynchronize());
 	float *q = (float *)malloc(4 * on), *o = (float *)malloc(4 * on), *pg = (float *)malloc(4 * pool_n);
 	CK(cudaMemcpy(q, dq, 4 * on, cudaMemcpyDeviceToHost));
