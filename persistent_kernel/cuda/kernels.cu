@@ -251,6 +251,22 @@ __global__ void __launch_bounds__(256) k_skinny(struct pk_skinny a)
 	int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
 	int n0 = blockIdx.x * 16, N = a.N, K = a.K;
 	int nrows = a.M;
+	const bf16 *W = static_cast<const bf16 *>(a.W);
+	const bf16 *wr[TILES][2];
+#pragma unroll
+	for (int tl = 0; tl < TILES; tl++) {
+		wr[tl][0] = W + ((size_t)tl * N + min(n0 + g, N - 1)) * K;
+		wr[tl][1] = W + ((size_t)tl * N + min(n0 + g + 8, N - 1)) * K;
+	}
+	int nsteps = K / 32;
+	/* this warp's first step of weights is requested before the wait (no kernel writes them) */
+	uint4 wfirst[TILES][2];
+#pragma unroll
+	for (int tl = 0; tl < TILES; tl++)
+#pragma unroll
+		for (int i = 0; i < 2; i++)
+			wfirst[tl][i] = w < nsteps ? ld_stream(wr[tl][i] + w * 32 + t * 8)
+						   : make_uint4(0, 0, 0, 0);
 	pdl_trigger();
 	pdl_wait();
 	if (IN == PK_IN_NORM && a.n_rows)
@@ -288,14 +304,7 @@ __global__ void __launch_bounds__(256) k_skinny(struct pk_skinny a)
 			rsv[nt] = rs_s[m];
 		}
 	}
-	const bf16 *W = static_cast<const bf16 *>(a.W);
 	const bf16 *nw = static_cast<const bf16 *>(a.nw);
-	const bf16 *wr[TILES][2];
-#pragma unroll
-	for (int tl = 0; tl < TILES; tl++) {
-		wr[tl][0] = W + ((size_t)tl * N + min(n0 + g, N - 1)) * K;
-		wr[tl][1] = W + ((size_t)tl * N + min(n0 + g + 8, N - 1)) * K;
-	}
 	float c[TILES][NT][4];
 #pragma unroll
 	for (int tl = 0; tl < TILES; tl++)
@@ -304,16 +313,8 @@ __global__ void __launch_bounds__(256) k_skinny(struct pk_skinny a)
 #pragma unroll
 			for (int e = 0; e < 4; e++)
 				c[tl][nt][e] = 0.0f;
-	int nsteps = K / 32;
-#pragma unroll 8
-	for (int s = w; s < nsteps; s += 8) {
+	auto step = [&](int s, const uint4(&wa)[TILES][2]) {
 		int k = s * 32 + t * 8;
-		uint4 wa[TILES][2];
-#pragma unroll
-		for (int tl = 0; tl < TILES; tl++) {
-			wa[tl][0] = ld_stream(wr[tl][0] + k);
-			wa[tl][1] = ld_stream(wr[tl][1] + k);
-		}
 #pragma unroll
 		for (int nt = 0; nt < NT; nt++) {
 			uint4 xv = make_uint4(0, 0, 0, 0);
@@ -339,6 +340,18 @@ __global__ void __launch_bounds__(256) k_skinny(struct pk_skinny a)
 					 xv.z, xv.w);
 			}
 		}
+	};
+	if (w < nsteps)
+		step(w, wfirst);
+#pragma unroll 8
+	for (int s = w + 8; s < nsteps; s += 8) {
+		uint4 wa[TILES][2];
+#pragma unroll
+		for (int tl = 0; tl < TILES; tl++) {
+			wa[tl][0] = ld_stream(wr[tl][0] + s * 32 + t * 8);
+			wa[tl][1] = ld_stream(wr[tl][1] + s * 32 + t * 8);
+		}
+		step(s, wa);
 	}
 #pragma unroll
 	for (int tl = 0; tl < TILES; tl++)
@@ -814,6 +827,7 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 	for (int it = 0; it < PV; it++)
 		fetch(it, true);
 	pdl_wait();
+
 #pragma unroll
 	for (int it = 0; it < PV; it++)
 		fetch(it, false);
@@ -1096,20 +1110,23 @@ __device__ __forceinline__ void warp_argmax(float &v, int &idx)
 }
 
 /*
- * Sampling: one block of SAMP_THREADS per sequence, the token of model/sample.h exactly.
+ * Sampling: the token of model/sample.h exactly.
  * The order (z descending, id ascending) is a 64-bit key per token: orderable bits of z above,
  * ~id below, so "the first m in order" = "the m largest keys".
- * Pass 1 over the logits: the greedy token, the log-sum-exp for the logprob and, at a
- * temperature, z = l / T (stored) and zmax. Pass 2: integer weights w (sample.h step 4), each
- * token's bin floor((zmax - z) * SAMP_BINS / SAMP_SPAN) (a value that never decreases along the
- * order) stored beside w, and per-bin counts and exact weight sums. Each of top-k, top-p and the
- * draw is then "the first token in order at which a running count or sum satisfies a
- * condition" (samp_find): a scan over the bins finds the bin holding it, that bin's tokens are
- * gathered and sorted in shared memory (a bin too full for it is narrowed first, 8 bits at a
- * time just below the key prefix its tokens share). Exact integer sums do not depend on the
- * order they are added in, so atomics are fine. Cost: two passes over the vocabulary and one
- * gather pass per condition, plus two per narrowing (nearly flat logits, long runs of ties).
- * Greedy decoding is pass 1 alone. The old key-space bisection (up to 3 x 64 passes) cost
+ * Pass 1 over the logits (k_samp_pass1: up to SAMP_P1_MAX blocks a sequence, one slice of the
+ * vocabulary each): the greedy token, the log-sum-exp for the logprob and, at a temperature,
+ * z = l / T (stored) and zmax, as one partial per block. k_sample (one block of SAMP_THREADS a
+ * sequence) combines the partials; the rest runs there. Pass 2: integer weights w (sample.h
+ * step 4), each token's bin floor((zmax - z) * SAMP_BINS / SAMP_SPAN) (a value that never
+ * decreases along the order) stored beside w, and per-bin counts and exact weight sums. Each of
+ * top-k, top-p and the draw is then "the first token in order at which a running count or sum
+ * satisfies a condition" (samp_find): a scan over the bins finds the bin holding it, that bin's
+ * tokens are gathered and sorted in shared memory (a bin too full for it is narrowed first, 8
+ * bits at a time just below the key prefix its tokens share). Exact integer sums do not depend
+ * on the order they are added in, so atomics are fine. Cost: two passes over the vocabulary and
+ * one gather pass per condition, plus two per narrowing (nearly flat logits, long runs of ties).
+ * Greedy decoding is pass 1 and the combination alone. The old key-space bisection (up to 3 x 64
+ * passes) cost
  * 4-8 ms a step at 152k entries; this costs 0.25-0.4 ms (docs/gpu-step.md).
  */
 constexpr int SAMP_THREADS = 1024;
@@ -1117,6 +1134,17 @@ constexpr int SAMP_BINS = 2048;
 constexpr float SAMP_SPAN = 29.0f; /* weights are 0 beyond zmax - z > 28.5: the last bin */
 constexpr int SAMP_CAP = 2048;     /* tokens of one bin sorted in shared memory */
 constexpr uint64_t SAMP_WMASK = (1ull << 48) - 1;
+constexpr int SAMP_P1_THREADS = 256, SAMP_P1_SU = 8; /* pass 1: loads in flight per thread */
+constexpr int SAMP_P1_MAX = 128;                       /* pass-1 blocks (partials) a sequence */
+static_assert(SAMP_P1_MAX <= SAMP_THREADS, "k_sample reads one partial a thread");
+
+/* One pass-1 block's result over its slice: greedy (bv, bi: lowest id among the largest
+ * non-NaN logits), log-sum-exp state (ts = sum of exp(l - tm) over non-NaN l, tm = their max),
+ * and at a temperature the largest z (zb, zi). Empty or all-NaN slices: -inf, 0x7fffffff. */
+struct samp_part {
+	float bv, tm, ts, zb;
+	int bi, zi, pad[2];
+};
 
 enum { SAMP_COUNT, SAMP_SUM_GE, SAMP_SUM_GT }; /* top-k, top-p, the draw */
 
@@ -1462,10 +1490,104 @@ __device__ unsigned long long samp_find(const float *l, const unsigned long long
 	return k;
 }
 
+/* grid (n_parts, ny), SAMP_P1_THREADS: block (p, y) runs pass 1 over slice p of the logits of
+ * sequences y, y + ny, ... (SAMP_P1_SU loads in flight a thread) and writes their partial p.
+ * pdl: launched with programmatic dependent launch (the fused path; kernels.cu launch()). */
+__global__ void __launch_bounds__(SAMP_P1_THREADS)
+	k_samp_pass1(const int32_t *__restrict__ n_seqs, const int32_t *__restrict__ seq_row,
+		     const struct pk_sampling *__restrict__ samp, const float *__restrict__ logits,
+		     int vocab, unsigned long long *__restrict__ wbuf,
+		     samp_part *__restrict__ parts, int pdl)
+{
+	__shared__ float rf[4][SAMP_P1_THREADS / 32];
+	__shared__ int ri[2][SAMP_P1_THREADS / 32];
+	int lane = threadIdx.x & 31, wi = threadIdx.x >> 5;
+	if (pdl)
+		pdl_trigger();
+	pdl_wait(); /* the logits are the previous kernel's */
+	for (int s = blockIdx.y; s < *n_seqs; s += gridDim.y) {
+		if (seq_row[s] < 0)
+			continue;
+		const float *l = logits + (size_t)seq_row[s] * vocab;
+		unsigned long long *w = wbuf + (size_t)s * vocab;
+		float temp = samp[s].temperature > 0.0f ? samp[s].temperature : 0.0f;
+		int per = (vocab + gridDim.x - 1) / gridDim.x;
+		int lo = blockIdx.x * per, hi = min(vocab, lo + per);
+		float bv = -INFINITY, tm = -INFINITY, ts = 0.0f, zb = -INFINITY;
+		int bi = 0x7fffffff, zi = 0x7fffffff;
+		constexpr int SU = SAMP_P1_SU;
+		for (int i0 = lo + threadIdx.x; i0 < hi; i0 += SU * SAMP_P1_THREADS) {
+			float v[SU];
+	#pragma unroll
+			for (int u = 0; u < SU; u++) {
+				int i = i0 + u * SAMP_P1_THREADS;
+				v[u] = i < hi ? l[i] : -INFINITY;
+			}
+			float cm = tm;
+	#pragma unroll
+			for (int u = 0; u < SU; u++) {
+				int i = i0 + u * SAMP_P1_THREADS;
+				if (v[u] > bv) { /* ids rise with u: the first of equals stays */
+					bv = v[u];
+					bi = i;
+				}
+				cm = v[u] > cm ? v[u] : cm; /* NaN never wins */
+				if (temp > 0.0f && i < hi) {
+					float z = samp_z(v[u], temp);
+					w[i] = __float_as_uint(z);
+					if (z > zb) {
+						zb = z;
+						zi = i;
+					}
+				}
+			}
+			if (cm > -INFINITY) {
+				ts *= tm == -INFINITY ? 0.0f : __expf(tm - cm);
+	#pragma unroll
+				for (int u = 0; u < SU; u++)
+					ts += v[u] == v[u] ? __expf(v[u] - cm) : 0.0f;
+				tm = cm;
+			}
+		}
+		/* the block's greedy and z maxima (ties: lowest id); ts scaled to the block max */
+		warp_argmax(bv, bi);
+		warp_argmax(zb, zi);
+		float wm = warp_max(tm);
+		bool none = tm == -INFINITY || wm == -INFINITY;
+		float wts = warp_sum(none ? 0.0f : ts * __expf(tm - wm));
+		if (lane == 0) {
+			rf[0][wi] = bv, ri[0][wi] = bi;
+			rf[1][wi] = zb, ri[1][wi] = zi;
+			rf[2][wi] = wm, rf[3][wi] = wts;
+		}
+		__syncthreads();
+		if (wi == 0) {
+			constexpr int NW = SAMP_P1_THREADS / 32;
+			bool in = lane < NW;
+			bv = in ? rf[0][lane] : -INFINITY, bi = in ? ri[0][lane] : 0x7fffffff;
+			zb = in ? rf[1][lane] : -INFINITY, zi = in ? ri[1][lane] : 0x7fffffff;
+			tm = in ? rf[2][lane] : -INFINITY, ts = in ? rf[3][lane] : 0.0f;
+			warp_argmax(bv, bi);
+			warp_argmax(zb, zi);
+			float bm = warp_max(tm);
+			bool none = tm == -INFINITY || bm == -INFINITY;
+			ts = warp_sum(none ? 0.0f : ts * __expf(tm - bm));
+			if (lane == 0) {
+				samp_part p;
+				p.bv = bv, p.bi = bi, p.tm = bm, p.ts = ts, p.zb = zb, p.zi = zi;
+				p.pad[0] = p.pad[1] = 0;
+				parts[(size_t)s * SAMP_P1_MAX + blockIdx.x] = p;
+			}
+		}
+		__syncthreads(); /* rf, ri are reused by the next sequence */
+	}
+}
+
 __global__ void __launch_bounds__(SAMP_THREADS)
 	k_sample(const int32_t *__restrict__ n_seqs, const int32_t *__restrict__ seq_row,
 		 const struct pk_sampling *__restrict__ samp, const float *__restrict__ logits,
-		 int vocab, unsigned long long *__restrict__ wbuf, int32_t *__restrict__ out_token,
+		 int vocab, unsigned long long *__restrict__ wbuf,
+		 const samp_part *__restrict__ parts, int n_parts, int32_t *__restrict__ out_token,
 		 float *__restrict__ out_logprob)
 {
 	extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -1477,45 +1599,27 @@ __global__ void __launch_bounds__(SAMP_THREADS)
 	unsigned long long *w = wbuf + (size_t)s * vocab;
 	struct pk_sampling sp = samp[s];
 	float temp = sp.temperature > 0.0f ? sp.temperature : 0.0f;
+	if (temp > 0.0f) { /* shared memory only: before the wait */
+		for (int i = threadIdx.x; i < MDL_EXP_TAB; i += SAMP_THREADS)
+			sm.etab[i] = mdl_exp_table_at(i);
+		for (int i = threadIdx.x; i < SAMP_BINS; i += SAMP_THREADS) {
+			sm.bsum[i] = 0;
+			sm.bcnt[i] = 0;
+		}
+	}
+	pdl_wait(); /* the partials and w are k_samp_pass1's */
 
-	/* pass 1, SU loads in flight per thread: greedy token (lowest id among the largest raw
-	 * logits; NaN never; all NaN or -inf: 0), each thread's running (max, sum of exp) for the
-	 * log-sum-exp, and at a temperature z (stored in w) and its max */
-	constexpr int SU = 8;
+	/* pass 1's partials (k_samp_pass1), one a thread */
 	float bv = -INFINITY, tm = -INFINITY, ts = 0.0f, zb = -INFINITY;
 	int bi = 0x7fffffff, zi = 0x7fffffff;
-	for (int i0 = threadIdx.x; i0 < vocab; i0 += SU * SAMP_THREADS) {
-		float v[SU];
-#pragma unroll
-		for (int u = 0; u < SU; u++) {
-			int i = i0 + u * SAMP_THREADS;
-			v[u] = i < vocab ? l[i] : -INFINITY;
-		}
-		float cm = tm;
-#pragma unroll
-		for (int u = 0; u < SU; u++) {
-			int i = i0 + u * SAMP_THREADS;
-			if (v[u] > bv) { /* ids rise with u: the first of equals stays */
-				bv = v[u];
-				bi = i;
-			}
-			cm = v[u] > cm ? v[u] : cm; /* NaN never wins */
-			if (temp > 0.0f && i < vocab) {
-				float z = samp_z(v[u], temp);
-				w[i] = __float_as_uint(z);
-				if (z > zb) {
-					zb = z;
-					zi = i;
-				}
-			}
-		}
-		if (cm > -INFINITY) {
-			ts *= tm == -INFINITY ? 0.0f : __expf(tm - cm);
-#pragma unroll
-			for (int u = 0; u < SU; u++)
-				ts += v[u] == v[u] ? __expf(v[u] - cm) : 0.0f;
-			tm = cm;
-		}
+	if (threadIdx.x < n_parts) {
+		const samp_part &p = parts[(size_t)s * SAMP_P1_MAX + threadIdx.x];
+		bv = p.bv;
+		bi = p.bi;
+		tm = p.tm;
+		ts = p.ts;
+		zb = p.zb;
+		zi = p.zi;
 	}
 	float mx = bv;
 	block_argmax(mx, bi, sm);
@@ -1536,13 +1640,7 @@ __global__ void __launch_bounds__(SAMP_THREADS)
 	block_argmax(zmax, zi, sm);
 
 	if (temp > 0.0f && zmax > -INFINITY) {
-		for (int i = threadIdx.x; i < MDL_EXP_TAB; i += SAMP_THREADS)
-			sm.etab[i] = mdl_exp_table_at(i);
-		for (int i = threadIdx.x; i < SAMP_BINS; i += SAMP_THREADS) {
-			sm.bsum[i] = 0;
-			sm.bcnt[i] = 0;
-		}
-		__syncthreads();
+		__syncthreads(); /* etab, bins (filled above) */
 		/* pass 2: step 4's weights, bins, per-bin count and exact sum */
 		const float bscale = (float)SAMP_BINS / SAMP_SPAN;
 		samp_run run(sm.bcnt, sm.bsum);
@@ -1700,15 +1798,19 @@ int pk_k_attention(enum pk_step_dtype dt, const struct pk_dims *d, const float *
 {
 	if (d->n_heads % d->n_kv || d->n_heads / d->n_kv > PK_ATTN_GMAX)
 		return -EINVAL;
+#define ATTN(T, HD)                                                                            \
+	attention_launch<T, HD>(d, q, kv_pool, layer, b, bucket, max_splits, ws_o, ws_ml, out, pdl, \
+				st)
 	switch (d->head_dim * 2 + (dt == PK_STEP_BF16)) {
-	case 129: attention_launch<bf16, 64>(d, q, kv_pool, layer, b, bucket, max_splits, ws_o, ws_ml, out, pdl, st); break;
-	case 257: attention_launch<bf16, 128>(d, q, kv_pool, layer, b, bucket, max_splits, ws_o, ws_ml, out, pdl, st); break;
-	case 513: attention_launch<bf16, 256>(d, q, kv_pool, layer, b, bucket, max_splits, ws_o, ws_ml, out, pdl, st); break;
-	case 128: attention_launch<float, 64>(d, q, kv_pool, layer, b, bucket, max_splits, ws_o, ws_ml, out, pdl, st); break;
-	case 256: attention_launch<float, 128>(d, q, kv_pool, layer, b, bucket, max_splits, ws_o, ws_ml, out, pdl, st); break;
-	case 512: attention_launch<float, 256>(d, q, kv_pool, layer, b, bucket, max_splits, ws_o, ws_ml, out, pdl, st); break;
+	case 129: ATTN(bf16, 64); break;
+	case 257: ATTN(bf16, 128); break;
+	case 513: ATTN(bf16, 256); break;
+	case 128: ATTN(float, 64); break;
+	case 256: ATTN(float, 128); break;
+	case 512: ATTN(float, 256); break;
 	default: return -EINVAL;
 	}
+#undef ATTN
 	return launch_err();
 }
 
@@ -1724,18 +1826,31 @@ int pk_k_swiglu(enum pk_step_dtype dt, const float *gu, int inter, int bucket, v
 	return launch_err();
 }
 
-int pk_k_sample(const struct pk_step_batch *b, int vocab, int max_seqs, uint64_t *wscratch,
+size_t pk_k_sample_scratch(int vocab, int max_seqs)
+{
+	return (size_t)max_seqs * (8 * (size_t)vocab + SAMP_P1_MAX * sizeof(samp_part));
+}
+
+int pk_k_sample(const struct pk_step_batch *b, int vocab, int max_seqs, void *scratch, int pdl,
 		cudaStream_t st)
 {
-	if (vocab >= 1 << 30)
+	if (vocab < 1 || vocab >= 1 << 30)
 		return -EINVAL;
 	size_t smem = sizeof(samp_smem);
 	if (cudaFuncSetAttribute(k_sample, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
 	    cudaSuccess)
 		return -EIO;
-	k_sample<<<max_seqs, SAMP_THREADS, smem, st>>>(b->n_seqs, b->seq_row, b->samp, b->logits,
-						       vocab, (unsigned long long *)wscratch,
-						       b->out_token, b->out_logprob);
+	unsigned long long *w = static_cast<unsigned long long *>(scratch);
+	samp_part *parts = reinterpret_cast<samp_part *>(w + (size_t)max_seqs * vocab);
+	/* about one round of SAMP_P1_SU loads a thread per block */
+	int np = (vocab + SAMP_P1_THREADS * SAMP_P1_SU - 1) / (SAMP_P1_THREADS * SAMP_P1_SU);
+	np = np < SAMP_P1_MAX ? np : SAMP_P1_MAX;
+	/* a few sequences per block row: a batch of 1 in a 64-slot step launches 4 rows, not 64 */
+	int ny = max_seqs < 4 ? max_seqs : 4;
+	launch(pdl, k_samp_pass1, dim3(np, ny), SAMP_P1_THREADS, 0, st, b->n_seqs, b->seq_row,
+	       b->samp, b->logits, vocab, w, parts, pdl);
+	launch(pdl, k_sample, max_seqs, SAMP_THREADS, smem, st, b->n_seqs, b->seq_row, b->samp,
+	       b->logits, vocab, w, parts, np, b->out_token, b->out_logprob);
 	return launch_err();
 }
 

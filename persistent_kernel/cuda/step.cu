@@ -40,7 +40,7 @@ struct pk_step {
 	void *b_arena;
 	/* scratch, sized for max_tokens rows */
 	float *h, *delta, *qkv, *q, *gu, *ws_o, *ws_ml;
-	uint64_t *samp_w; /* (max_seqs, vocab) sampling weights */
+	void *samp_w; /* pk_k_sample_scratch: sampling weights and pass-1 partials */
 	float *ss;        /* (max_tokens, ss_ld) partial sums of squares of h (fused path) */
 	int ss_ld;
 	int fused_ok;     /* shapes allow the tensor-core skinny path */
@@ -256,7 +256,7 @@ static int alloc_common(struct pk_step *s, const struct mdl_config *cfg,
 		{(void **)&s->gu, 4 * T * 2 * I, "scratch gate/up"},
 		{(void **)&s->ws_o, 4 * T * cfg->n_heads * s->max_splits * cfg->head_dim, "attn ws"},
 		{(void **)&s->ws_ml, 4 * T * cfg->n_heads * s->max_splits * 2, "attn ws"},
-		{(void **)&s->samp_w, 8 * S * V, "sampling scratch"},
+		{(void **)&s->samp_w, pk_k_sample_scratch((int)V, (int)S), "sampling scratch"},
 		{(void **)&s->ss, 4 * T * ((H + 7) / 8), "norm partials"},
 		{&s->xn, s->esz * T * H, "scratch xn"},
 		{&s->attn, s->esz * T * AD, "scratch attn"},
@@ -622,7 +622,7 @@ static int record_fused(struct pk_step *s, int bucket, int nl, cudaStream_t st)
 	a.n_parts = d->n_layers ? parts : 1, a.gather = b->logit_tok, a.n_rows = b->n_logits;
 	a.eps = d->eps, a.y = b->logits, a.ldy = d->vocab;
 	rc = pk_k_skinny(&a, PK_IN_NORM, PK_OUT_Y, st);
-	rc = rc ? rc : pk_k_sample(b, d->vocab, s->o.max_seqs, s->samp_w, st);
+	rc = rc ? rc : pk_k_sample(b, d->vocab, s->o.max_seqs, s->samp_w, 1, st);
 	rc = rc ? rc : pk_k_done(b->done, st);
 	return rc;
 }
@@ -651,7 +651,7 @@ extern "C" int pk_step_record(struct pk_step *s, int bucket, cudaStream_t st)
 		return -EIO;
 	if (!strcmp(pk_step_path(s, bucket), "mega")) {
 		rc = pk_mega_record(s->mega, bucket, st);
-		rc = rc ? rc : pk_k_sample(b, d->vocab, s->o.max_seqs, s->samp_w, st);
+		rc = rc ? rc : pk_k_sample(b, d->vocab, s->o.max_seqs, s->samp_w, 0, st);
 		return rc ? rc : pk_k_done(b->done, st);
 	}
 	if (!strcmp(pk_step_path(s, bucket), "fused"))
@@ -686,7 +686,7 @@ extern "C" int pk_step_record(struct pk_step *s, int bucket, cudaStream_t st)
 			  nl, s->xl, st);
 	rc = rc ? rc : pk_k_gemm(s->cublas, dt, s->lm_head, d->vocab, H, s->xl, H, nl, b->logits,
 				 d->vocab, 0, st);
-	rc = rc ? rc : pk_k_sample(b, d->vocab, s->o.max_seqs, s->samp_w, st);
+	rc = rc ? rc : pk_k_sample(b, d->vocab, s->o.max_seqs, s->samp_w, 0, st);
 	rc = rc ? rc : pk_k_done(b->done, st);
 	return rc;
 }

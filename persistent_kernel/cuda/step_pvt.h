@@ -140,8 +140,12 @@ int pk_k_swiglu(enum pk_step_dtype dt, const float *gu, int inter, int bucket, v
 
 /* For every sequence slot s < *n_seqs with seq_row[s] >= 0: sample from logits[seq_row[s]]
  * (vocab fp32) with samp[s], following model/sample.h's exact order (same token as mdl_sample);
- * write out_token[s] and out_logprob[s]. wscratch: max_seqs * vocab uint64 (token weights). */
-int pk_k_sample(const struct pk_step_batch *b, int vocab, int max_seqs, uint64_t *wscratch,
+ * write out_token[s] and out_logprob[s]. scratch: pk_k_sample_scratch(vocab, max_seqs) bytes,
+ * 8-byte aligned (token weights and pass-1 partials). Two kernels: pass 1 over many blocks,
+ * then one block a sequence. pdl: as for pk_k_qkv_post (the kernel before is the fused path's
+ * LM head). */
+size_t pk_k_sample_scratch(int vocab, int max_seqs);
+int pk_k_sample(const struct pk_step_batch *b, int vocab, int max_seqs, void *scratch, int pdl,
 		cudaStream_t st);
 
 /* *done += 1 after everything before it on st (release, gpu scope). */

@@ -618,13 +618,13 @@ static void test_sample(uint64_t *rng, int vocab)
 	CK(cudaMalloc(&b.out_token, 4 * NS));
 	CK(cudaMalloc(&b.out_logprob, 4 * NS));
 	CK(cudaMalloc(&b.logits, sizeof(float) * NS * vocab));
-	uint64_t *ws;
-	CK(cudaMalloc(&ws, 8 * (size_t)NS * vocab));
+	void *ws;
+	CK(cudaMalloc(&ws, pk_k_sample_scratch(vocab, NS)));
 	CK(cudaMemcpy(b.n_seqs, &ns, 4, cudaMemcpyHostToDevice));
 	CK(cudaMemcpy(b.seq_row, rows, 4 * NS, cudaMemcpyHostToDevice));
 	CK(cudaMemcpy(b.samp, sp, sizeof(sp), cudaMemcpyHostToDevice));
 	CK(cudaMemcpy(b.logits, lperm, sizeof(float) * NS * vocab, cudaMemcpyHostToDevice));
-	CKR(pk_k_sample(&b, vocab, NS, ws, 0));
+	CKR(pk_k_sample(&b, vocab, NS, ws, 1, 0));
 	CK(cudaDeviceSynchronize());
 	int32_t tok[NS];
 	float lp[NS];
