@@ -1876,7 +1876,7 @@ int pk_k_skinny(const struct pk_skinny *a, int in, int out, cudaStream_t st)
 	    (in == PK_IN_NORM && a->ldh % 4))
 		return -EINVAL;
 	unsigned grid = (unsigned)((a->N + 15) / 16);
-	if (a->M == 1 && !getenv("PK_SKINNY_MMA1")) {
+	if (a->M == 1) {
 		if (in == PK_IN_X)
 			gemv1_out<PK_IN_X>(a, out, st);
 		else
@@ -1897,5 +1897,5 @@ int pk_k_skinny(const struct pk_skinny *a, int in, int out, cudaStream_t st)
 
 int pk_k_skinny_parts(int N, int M)
 {
-	return M == 1 && !getenv("PK_SKINNY_MMA1") ? (int)gemv1_grid(N) : (N + 15) / 16;
+	return M == 1 ? (int)gemv1_grid(N) : (N + 15) / 16;
 }

@@ -109,9 +109,7 @@ struct pk_skinny {
 int pk_k_skinny(const struct pk_skinny *a, int in, int out, cudaStream_t st);
 /* How many ss_out partials a PK_OUT_ACC launch with N rows and M tokens writes per token (M = 1
  * runs a streamed GEMV instead of mma: one partial per block, min(N / 8, what the GPU holds at
- * once) blocks, at most ss_ld = hidden / 8; else one per 16 rows). Env
- * PK_SKINNY_MMA1=1 forces mma for M = 1 too (A/B measurements; read at every launch, host
- * side, so only at capture time). */
+ * once) blocks, at most ss_ld = hidden / 8; else one per 16 rows). */
 int pk_k_skinny_parts(int N, int M);
 
 /* After the fused QKV projection qkv (bucket, (n_heads + 2 n_kv) * head_dim) fp32: add the bias
