@@ -40,7 +40,7 @@ bool pdl_on(void)
  * their prologue), and it must pdl_wait before touching what earlier kernels wrote (dev.cuh).
  * Only the fused path chains kernels this way: there every kernel of a step is one of these,
  * each waits before it reads, and the step begins and ends with ordinary launches (k_embed,
- * k_sample). Beside cuBLAS (the unfused path) the launches stay ordinary and no kernel triggers:
+ * k_done), so nothing starts early across a step boundary. Beside cuBLAS (the unfused path) the launches stay ordinary and no kernel triggers:
  * with the attribute on qkv_post/attention/merge there, prefill steps gave wrong logits in 3 of
  * the GPU suite's 14 checks (H100, 2026-11-22; not isolated further).
  * Inside stream capture the attribute records a programmatic graph edge; device-launched graphs
@@ -744,7 +744,8 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 						   const int32_t *__restrict__ tok_seq,
 						   const int32_t *__restrict__ page_table, int unit,
 						   int max_splits, float *__restrict__ ws_o,
-						   float *__restrict__ ws_ml, T *__restrict__ out, int pdl)
+						   float *__restrict__ ws_ml, T *__restrict__ out,
+						   int pdl)
 {
 	constexpr int V = vec16<T>::n;
 	constexpr int GM = PK_ATTN_GMAX;
@@ -755,7 +756,7 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 	constexpr int NI = CH / (4 * PPI); /* iterations over a whole chunk */
 	constexpr int PV = CH == PK_ATTN_CHUNK ? (NI < 4 ? NI : 4) : 0; /* rows held in registers */
 	constexpr int NU = EPL * (int)sizeof(T) / 16; /* 16-byte loads per lane and row */
-	static_assert(NU * 16 == EPL * (int)sizeof(T), "a lane's slice of a row is whole 16-byte loads");
+	static_assert(NU * 16 == EPL * (int)sizeof(T), "a lane's row slice is whole 16-byte loads");
 	__shared__ __align__(16) float sm[P1 > P3 ? P1 : P3];
 	__shared__ int fresh_s;
 	__shared__ long long roff[CH];
@@ -990,8 +991,8 @@ __global__ void __launch_bounds__(HD) k_attn_merge(struct pk_dims d,
 						   const int32_t *__restrict__ n_tokens,
 						   const int32_t *__restrict__ tok_pos, int unit,
 						   int max_splits, const float *__restrict__ ws_o,
-						   const float *__restrict__ ws_ml, T *__restrict__ out,
-						   int pdl)
+						   const float *__restrict__ ws_ml,
+						   T *__restrict__ out, int pdl)
 {
 	__shared__ float wsh[HD];
 	__shared__ float red[HD / 32];
@@ -1780,13 +1781,15 @@ int pk_k_qkv_post(enum pk_step_dtype dt, const struct pk_dims *d, const float *q
 	dim3 grid(bucket, d->n_heads + 2 * d->n_kv);
 	int th = d->head_dim / 2;
 	if (dt == PK_STEP_BF16)
-		launch(pdl, k_qkv_post<bf16>, grid, th, 0, st, *d, qkv, static_cast<const bf16 *>(bias),
-		       static_cast<const bf16 *>(qn), static_cast<const bf16 *>(kn), inv_freq,
+		launch(pdl, k_qkv_post<bf16>, grid, th, 0, st, *d, qkv,
+		       static_cast<const bf16 *>(bias), static_cast<const bf16 *>(qn),
+		       static_cast<const bf16 *>(kn), inv_freq,
 		       b->n_tokens, b->tok_pos, b->tok_seq, b->page_table,
 		       static_cast<bf16 *>(kv_pool), layer, q, pdl);
 	else
-		launch(pdl, k_qkv_post<float>, grid, th, 0, st, *d, qkv, static_cast<const float *>(bias),
-		       static_cast<const float *>(qn), static_cast<const float *>(kn), inv_freq,
+		launch(pdl, k_qkv_post<float>, grid, th, 0, st, *d, qkv,
+		       static_cast<const float *>(bias), static_cast<const float *>(qn),
+		       static_cast<const float *>(kn), inv_freq,
 		       b->n_tokens, b->tok_pos, b->tok_seq, b->page_table,
 		       static_cast<float *>(kv_pool), layer, q, pdl);
 	return launch_err();
@@ -1799,8 +1802,8 @@ int pk_k_attention(enum pk_step_dtype dt, const struct pk_dims *d, const float *
 	if (d->n_heads % d->n_kv || d->n_heads / d->n_kv > PK_ATTN_GMAX)
 		return -EINVAL;
 #define ATTN(T, HD)                                                                            \
-	attention_launch<T, HD>(d, q, kv_pool, layer, b, bucket, max_splits, ws_o, ws_ml, out, pdl, \
-				st)
+	attention_launch<T, HD>(d, q, kv_pool, layer, b, bucket, max_splits, ws_o, ws_ml, out,     \
+				pdl, st)
 	switch (d->head_dim * 2 + (dt == PK_STEP_BF16)) {
 	case 129: ATTN(bf16, 64); break;
 	case 257: ATTN(bf16, 128); break;
