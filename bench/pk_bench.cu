@@ -18,15 +18,19 @@
  * group replayed alone as a chain in its graph order (so weights still come from DRAM, not L2):
  * launches, total and per-launch microseconds, the same chain of empty kernels (the fixed cost
  * of a launch), and the sums beside the whole step.
+ * PK_BENCH_TRACE=1 (a build with meson -Dpk_trace=true): after each row, one replay's kernel
+ * timeline (timeline() below says what the columns mean).
  * Output: one table (markdown) on stdout. Exit 0, 1 on error, 77 without a GPU.
  */
 #include <algorithm>
+#include <errno.h>
 #include <cxxabi.h>
 #include <vector>
 #include <time.h>
 
 #include "../tests/gpu/gpu_test.h"
 #include "step.h"
+#include "step_pvt.h"
 
 struct shape {
 	const char *name;
@@ -201,6 +205,130 @@ static void breakdown(struct pk_step *s, int bucket, double step_ms, cudaStream_
 	cudaGraphDestroy(g);
 }
 
+/* PK_BENCH_TRACE (a build with -Dpk_trace=true): one replay's kernel timeline. Each kernel
+ * launch (an instance) is told apart by its blocks' entry records; per kind, the mean over the
+ * step of: release = first block past pdl_wait minus the previous instance's last exit (what a
+ * kernel boundary costs on the critical path), staged = last block with its input staged minus
+ * first release, work = last exit minus first release; and one middle layer in full. */
+struct tr_inst {
+	int kind, variant;
+	unsigned grid;
+	double entry0 = 1e30, entry1 = 0, wait0 = 1e30, wait1 = 0, staged1 = 0, exit1 = 0;
+	double mark1 = 0, mark2 = 0;
+};
+
+static const char *tr_name(const tr_inst &x)
+{
+	static char b[48];
+	const char *v[] = {"x->y", "x->acc", "x->swiglu", "?", "norm->y", "norm->acc", "norm->swiglu"};
+	switch (x.kind) {
+	case PK_TR_GEMV1: snprintf(b, sizeof(b), "gemv1 %s", v[x.variant % 7]); break;
+	case PK_TR_QKV_POST: return "qkv_post";
+	case PK_TR_ATTN: return "attention";
+	case PK_TR_MERGE: return "attn merge";
+	default: return "?";
+	}
+	return b;
+}
+
+static void timeline(cudaGraphExec_t ge, cudaStream_t st)
+{
+	if (pk_trace_reset(st) == -ENOTSUP) {
+		printf("\n(PK_BENCH_TRACE: this build records nothing; meson -Dpk_trace=true)\n");
+		return;
+	}
+	CK(cudaGraphLaunch(ge, st));
+	std::vector<pk_trace_rec> r(1 << 20);
+	unsigned dropped;
+	int n = pk_trace_read(r.data(), (int)r.size(), &dropped);
+	if (n < 0) {
+		printf("\n(PK_BENCH_TRACE: read failed)\n");
+		return;
+	}
+	r.resize(n);
+	std::sort(r.begin(), r.end(),
+		  [](const pk_trace_rec &a, const pk_trace_rec &b) { return a.t_ns < b.t_ns; });
+	/* instances: per (kind, variant, grid), every grid-th entry opens the next one */
+	std::vector<tr_inst> in;
+	std::vector<std::pair<unsigned long long, int>> open; /* key -> current instance */
+	std::vector<unsigned> seen;
+	for (const pk_trace_rec &x : r) {
+		unsigned long long key = ((unsigned long long)x.kind << 48) |
+					 ((unsigned long long)x.variant << 32) | x.grid;
+		size_t k = 0;
+		while (k < open.size() && open[k].first != key)
+			k++;
+		if (x.phase == PK_TR_ENTRY && (k == open.size() || seen[k] == x.grid)) {
+			tr_inst t;
+			t.kind = x.kind, t.variant = x.variant, t.grid = x.grid;
+			in.push_back(t);
+			if (k == open.size()) {
+				open.push_back({key, 0});
+				seen.push_back(0);
+			}
+			open[k].second = (int)in.size() - 1;
+			seen[k] = 0;
+		}
+		if (k == open.size())
+			continue;
+		tr_inst &t = in[open[k].second];
+		double us = x.t_ns * 1e-3;
+		if (x.phase == PK_TR_ENTRY) {
+			seen[k]++;
+			t.entry0 = std::min(t.entry0, us), t.entry1 = std::max(t.entry1, us);
+		} else if (x.phase == PK_TR_WAITED) {
+			t.wait0 = std::min(t.wait0, us), t.wait1 = std::max(t.wait1, us);
+		} else if (x.phase == PK_TR_STAGED) {
+			t.staged1 = std::max(t.staged1, us);
+		} else if (x.phase == PK_TR_MARK1) {
+			t.mark1 = std::max(t.mark1, us);
+		} else if (x.phase == PK_TR_MARK2) {
+			t.mark2 = std::max(t.mark2, us);
+		} else {
+			t.exit1 = std::max(t.exit1, us);
+		}
+	}
+	std::sort(in.begin(), in.end(),
+		  [](const tr_inst &a, const tr_inst &b) { return a.entry0 < b.entry0; });
+	printf("\n%d records (%u dropped), %zu launches traced\n", n, dropped, in.size());
+	printf("\n| kernel | grid | launches | release us | staged us | work us | mark1 us | mark2 us |\n"
+	       "|---|---:|---:|---:|---:|---:|---:|---:|\n");
+	std::vector<int> done(in.size(), 0);
+	for (size_t i = 1; i < in.size(); i++) {
+		if (done[i])
+			continue;
+		double rel = 0, stg = 0, wk = 0, m1 = 0, m2 = 0;
+		int c = 0;
+		for (size_t j = i; j < in.size(); j++) {
+			if (in[j].kind != in[i].kind || in[j].variant != in[i].variant ||
+			    in[j].grid != in[i].grid)
+				continue;
+			done[j] = 1;
+			rel += in[j].wait0 - in[j - 1].exit1;
+			stg += in[j].staged1 > 0 ? in[j].staged1 - in[j].wait0 : 0;
+			wk += in[j].exit1 - in[j].wait0;
+			m1 += in[j].mark1 > 0 ? in[j].mark1 - in[j].wait0 : 0;
+			m2 += in[j].mark2 > 0 ? in[j].mark2 - in[j].wait0 : 0;
+			c++;
+		}
+		printf("| %s | %u | %d | %.2f | %.2f | %.2f | %.2f | %.2f |\n", tr_name(in[i]),
+		       in[i].grid, c, rel / c, stg / c, wk / c, m1 / c, m2 / c);
+	}
+	size_t a = in.size() / 2, b = std::min(in.size(), a + 9);
+	if (a == 0)
+		return;
+	double t0 = in[a].entry0;
+	printf("\nmiddle of the step, us from the first entry below:\n\n| kernel | grid | first entry | "
+	       "last entry | first released | last released | last staged | last exit |\n"
+	       "|---|---:|---:|---:|---:|---:|---:|---:|\n");
+	for (size_t i = a; i < b; i++)
+		printf("| %s | %u | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", tr_name(in[i]),
+		       in[i].grid, in[i].entry0 - t0, in[i].entry1 - t0, in[i].wait0 - t0,
+		       in[i].wait1 - t0, in[i].staged1 > 0 ? in[i].staged1 - t0 : 0,
+		       in[i].exit1 - t0);
+	printf("\n");
+}
+
 static void cfg_of(const struct shape *s, struct mdl_config *c)
 {
 	memset(c, 0, sizeof(*c));
@@ -311,6 +439,8 @@ int main(int argc, char **argv)
 				(void)b;
 				if (getenv("PK_BENCH_BREAKDOWN"))
 					breakdown(s, pk_step_bucket(s, B), med, st);
+				if (getenv("PK_BENCH_TRACE"))
+					timeline(ge, st);
 				cudaGraphExecDestroy(ge);
 				free(pt);
 			}

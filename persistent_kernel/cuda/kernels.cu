@@ -62,6 +62,36 @@ void launch(bool pdl, void (*k)(P...), dim3 grid, dim3 block, size_t smem, cudaS
 	cudaLaunchKernelEx(&c, k, args...);
 }
 
+#ifdef PK_TRACE
+#define PK_TRACE_CAP (1 << 20)
+__device__ struct pk_trace_rec tr_buf[PK_TRACE_CAP];
+__device__ unsigned tr_n;
+/* One record by thread 0 of the block (pk_trace_rec). */
+__device__ void trace(int kind, int phase, int variant = 0)
+{
+	if (threadIdx.x | threadIdx.y | threadIdx.z)
+		return;
+	unsigned long long t;
+	unsigned sm;
+	asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+	asm("mov.u32 %0, %%smid;" : "=r"(sm));
+	unsigned i = atomicAdd(&tr_n, 1u);
+	if (i >= PK_TRACE_CAP)
+		return;
+	struct pk_trace_rec r = {};
+	r.t_ns = t;
+	r.kind = (unsigned short)kind;
+	r.phase = (unsigned short)phase;
+	r.sm = (unsigned short)sm;
+	r.variant = (unsigned short)variant;
+	r.block = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+	r.grid = gridDim.x * gridDim.y * gridDim.z;
+	tr_buf[i] = r;
+}
+#else
+__device__ __forceinline__ void trace(int, int, int = 0) {}
+#endif
+
 /* Sum over the block (blockDim.x a multiple of 32, <= 1024); every thread gets the result. */
 __device__ float block_sum(float v, float *red)
 {
@@ -434,14 +464,13 @@ __global__ void __launch_bounds__(256, GEMV1_BLOCKS_PER_SM) k_gemv1(struct pk_sk
 	constexpr int PF = 8 / R;
 	extern __shared__ __align__(16) unsigned char gemv1_smem[];
 	bf16 *xs = reinterpret_cast<bf16 *>(gemv1_smem); /* K elements */
-	__shared__ float rs_s;
 	__shared__ float sqw[8];
 	int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
 	int N = a.N, K = a.K, KI = (K + 255) / 256;
 	int GW = gridDim.x * 8, gw = blockIdx.x * 8 + wid;
 	int total = gw < N ? ((N - 1 - gw) / GW + 1) * KI : 0; /* slices this warp walks */
 	const bf16 *W = static_cast<const bf16 *>(a.W);
-	pdl_trigger();
+	trace(PK_TR_GEMV1, PK_TR_ENTRY, IN * 4 + OUT);
 
 	/* the load cursor: row lrow, this lane's element lk of it at lp (+ N rows for up) */
 	uint4 buf[PF][R];
@@ -463,44 +492,84 @@ __global__ void __launch_bounds__(256, GEMV1_BLOCKS_PER_SM) k_gemv1(struct pk_sk
 #pragma unroll
 	for (int j = 0; j < PF; j++)
 		issue(buf[j]);
-	pdl_wait(); /* the weights above are no kernel's output; everything below may be */
-
-	/* stage x */
+	/* nor are the norm weights, the row count and the gather index (the batch descriptor is
+	 * uploaded before the step) */
+	constexpr int XI = 2; /* x slices a thread normalizes from registers (more: K > 4096) */
+	int k0 = threadIdx.x * 8, live = 1, src = 0;
+	uint4 nwv[XI];
+	const bf16 *nw = static_cast<const bf16 *>(a.nw);
 	if (IN == PK_IN_NORM) {
-		int live = a.n_rows ? *a.n_rows > 0 : 1;
-		int src = a.gather ? a.gather[0] : 0;
-		if (wid == 0) {
-			float sum = 0.0f;
-			if (live)
-				for (int p = lane; p < a.n_parts; p += 32)
-					sum += a.ss[(size_t)src * a.ss_ld + p];
-			sum = warp_sum(sum);
-			if (lane == 0)
-				rs_s = live ? rsqrtf(sum / (float)K + a.eps) : 0.0f;
-		}
-		__syncthreads();
-		float rs = rs_s;
+		live = a.n_rows ? *a.n_rows > 0 : 1;
+		src = a.gather ? a.gather[0] : 0;
+#pragma unroll
+		for (int i = 0; i < XI; i++)
+			nwv[i] = k0 + i * 2048 < K ? __ldg(reinterpret_cast<const uint4 *>(nw + k0 + i * 2048))
+						   : make_uint4(0, 0, 0, 0);
+	}
+	/* The trigger comes after the loads, not at entry: with it at entry, ptxas (CUDA 13.0)
+	 * scheduled griddepcontrol.wait right after it and every weight load below the wait (seen
+	 * in the SASS: ACQBULK ahead of the LDGs), so no load was in flight before the previous
+	 * kernel ended. Loads, trigger, wait is the order k_skinny has, which the SASS keeps. */
+	pdl_trigger();
+	pdl_wait(); /* the weights above are no kernel's output; everything below may be */
+	trace(PK_TR_GEMV1, PK_TR_WAITED, IN * 4 + OUT);
+
+	/* stage x. For the norm, the partial sums of squares and this thread's h slices are
+	 * requested together (one L2 round trip; a loop that added the partials one load at a time
+	 * took 2-4 us on the critical path). */
+	if (IN == PK_IN_NORM) {
 		const float *hr = a.h + (size_t)src * a.ldh;
-		const bf16 *nw = static_cast<const bf16 *>(a.nw);
-		for (int k = threadIdx.x * 8; k < K; k += 256 * 8) {
-			float4 h0 = *reinterpret_cast<const float4 *>(hr + k);
-			float4 h1 = *reinterpret_cast<const float4 *>(hr + k + 4);
-			float nf[8], hv[8] = {h0.x, h0.y, h0.z, h0.w, h1.x, h1.y, h1.z, h1.w};
-			vec16<bf16>::unpack(__ldg(reinterpret_cast<const uint4 *>(nw + k)), nf);
+		const float *ss = a.ss + (size_t)src * a.ss_ld;
+		float4 hv[XI][2];
+#pragma unroll
+		for (int i = 0; i < XI; i++) {
+			int k = k0 + i * 2048;
+			hv[i][0] = k < K ? *reinterpret_cast<const float4 *>(hr + k) : make_float4(0, 0, 0, 0);
+			hv[i][1] = k < K ? *reinterpret_cast<const float4 *>(hr + k + 4)
+					 : make_float4(0, 0, 0, 0);
+		}
+		/* two partials a thread, then warps, then the 8 warp sums: a fixed order */
+		int t = threadIdx.x;
+		float s0 = t < a.n_parts ? ss[t] : 0.0f, s1 = t + 256 < a.n_parts ? ss[t + 256] : 0.0f;
+		for (int p = t + 512; p < a.n_parts; p += 256)
+			s0 += ss[p];
+		float sw = warp_sum(s0 + s1);
+		if (lane == 0)
+			sqw[wid] = sw;
+		__syncthreads();
+		float sum = 0.0f;
+#pragma unroll
+		for (int i = 0; i < 8; i++)
+			sum += sqw[i];
+		float rs = live ? rsqrtf(sum / (float)K + a.eps) : 0.0f;
+		for (int i = 0, k = k0; k < K; i++, k += 2048) {
+			float4 h0, h1;
+			uint4 nwu;
+			if (i < XI) {
+				h0 = hv[i < XI ? i : 0][0], h1 = hv[i < XI ? i : 0][1];
+				nwu = nwv[i < XI ? i : 0];
+			} else {
+				h0 = *reinterpret_cast<const float4 *>(hr + k);
+				h1 = *reinterpret_cast<const float4 *>(hr + k + 4);
+				nwu = __ldg(reinterpret_cast<const uint4 *>(nw + k));
+			}
+			float nf[8], h[8] = {h0.x, h0.y, h0.z, h0.w, h1.x, h1.y, h1.z, h1.w};
+			vec16<bf16>::unpack(nwu, nf);
 			uint4 o;
-			o.x = pack2(hv[0] * rs * nf[0], hv[1] * rs * nf[1]);
-			o.y = pack2(hv[2] * rs * nf[2], hv[3] * rs * nf[3]);
-			o.z = pack2(hv[4] * rs * nf[4], hv[5] * rs * nf[5]);
-			o.w = pack2(hv[6] * rs * nf[6], hv[7] * rs * nf[7]);
+			o.x = pack2(h[0] * rs * nf[0], h[1] * rs * nf[1]);
+			o.y = pack2(h[2] * rs * nf[2], h[3] * rs * nf[3]);
+			o.z = pack2(h[4] * rs * nf[4], h[5] * rs * nf[5]);
+			o.w = pack2(h[6] * rs * nf[6], h[7] * rs * nf[7]);
 			/* no live row (a padding launch): x is exactly 0 whatever h holds */
 			*reinterpret_cast<uint4 *>(xs + k) = live ? o : make_uint4(0, 0, 0, 0);
 		}
 	} else {
 		const bf16 *x = static_cast<const bf16 *>(a.x);
-		for (int k = threadIdx.x * 8; k < K; k += 256 * 8)
+		for (int k = k0; k < K; k += 256 * 8)
 			*reinterpret_cast<uint4 *>(xs + k) = *reinterpret_cast<const uint4 *>(x + k);
 	}
 	__syncthreads();
+	trace(PK_TR_GEMV1, PK_TR_STAGED, IN * 4 + OUT);
 
 	/* consume: row crow, slice cit */
 	int crow = gw, cit = 0;
@@ -567,6 +636,7 @@ __global__ void __launch_bounds__(256, GEMV1_BLOCKS_PER_SM) k_gemv1(struct pk_sk
 			a.ss_out[blockIdx.x] = sum;
 		}
 	}
+	trace(PK_TR_GEMV1, PK_TR_EXIT, IN * 4 + OUT);
 }
 
 /* Blocks of k_gemv1 for N rows: at most what the GPU holds at once, and no more than needed
@@ -623,7 +693,9 @@ __global__ void k_qkv_post(struct pk_dims d, const float *__restrict__ qkv, cons
 	int r = blockIdx.x, hh = blockIdx.y, i = threadIdx.x, half = d.head_dim / 2;
 	if (pdl)
 		pdl_trigger();
+	trace(PK_TR_QKV_POST, PK_TR_ENTRY);
 	pdl_wait();
+	trace(PK_TR_QKV_POST, PK_TR_WAITED);
 	if (r >= *n_tokens)
 		return;
 	int ncol = (d.n_heads + 2 * d.n_kv) * d.head_dim;
@@ -654,6 +726,7 @@ __global__ void k_qkv_post(struct pk_dims d, const float *__restrict__ qkv, cons
 		float *dst = q + (size_t)r * d.n_heads * d.head_dim + (size_t)hh * d.head_dim;
 		dst[i] = x0;
 		dst[i + half] = x1;
+		trace(PK_TR_QKV_POST, PK_TR_EXIT);
 		return;
 	}
 	int kvh = is_k ? hh - d.n_heads : hh - d.n_heads - d.n_kv;
@@ -663,6 +736,7 @@ __global__ void k_qkv_post(struct pk_dims d, const float *__restrict__ qkv, cons
 		     (size_t)kvh * per_head + (size_t)(pos % d.page_tokens) * d.head_dim;
 	pool[off + i] = from_f<T>(x0);
 	pool[off + i + half] = from_f<T>(x1);
+	trace(PK_TR_QKV_POST, PK_TR_EXIT);
 }
 
 /* ---------------------------------------------------------------- attention */
@@ -764,8 +838,7 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 	__shared__ float mh[GM], lh[GM];
 	float(*sc)[CH] = reinterpret_cast<float(*)[CH]>(sm);
 	int r = blockIdx.x, g = blockIdx.y, sp = blockIdx.z;
-	if (pdl)
-		pdl_trigger();
+	trace(PK_TR_ATTN, PK_TR_ENTRY);
 	/* Before pdl_wait only the batch descriptor and KV rows an earlier step wrote are read. */
 	int nt = *n_tokens;
 	if (r >= nt)
@@ -827,7 +900,10 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 #pragma unroll
 	for (int it = 0; it < PV; it++)
 		fetch(it, true);
+	if (pdl) /* after the loads: k_gemv1 says why */
+		pdl_trigger();
 	pdl_wait();
+	trace(PK_TR_ATTN, PK_TR_WAITED);
 
 #pragma unroll
 	for (int it = 0; it < PV; it++)
@@ -877,6 +953,7 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 		unpack_row<T, NU>(kpre[it], kf);
 		score_row(wid * PPI + it * 4 * PPI + grp, kf);
 	}
+	trace(PK_TR_ATTN, PK_TR_MARK1);
 #pragma unroll 4
 	for (int j0 = wid * PPI + PV * 4 * PPI; j0 < n; j0 += 4 * PPI) {
 		int j = j0 + grp;
@@ -894,6 +971,7 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 		score_row(j, kf);
 	}
 	__syncthreads();
+	trace(PK_TR_ATTN, PK_TR_STAGED);
 
 	/* phase 2: softmax statistics per head */
 	for (int h = wid; h < G; h += blockDim.x >> 5) {
@@ -914,6 +992,7 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 		}
 	}
 	__syncthreads();
+	trace(PK_TR_ATTN, PK_TR_MARK2);
 
 	/* phase 3: p * V */
 	float o[GM][EPL];
@@ -981,6 +1060,7 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 			}
 		}
 	}
+	trace(PK_TR_ATTN, PK_TR_EXIT);
 }
 
 /* grid (bucket, n_heads), block HD (64..256: 2..8 warps). The split weights exp(m_s - max) are
@@ -1000,7 +1080,9 @@ __global__ void __launch_bounds__(HD) k_attn_merge(struct pk_dims d,
 	int lane = dd & 31, wid = dd >> 5;
 	if (pdl)
 		pdl_trigger();
+	trace(PK_TR_MERGE, PK_TR_ENTRY);
 	pdl_wait();
+	trace(PK_TR_MERGE, PK_TR_WAITED);
 	if (r >= *n_tokens)
 		return;
 	int ctx = tok_pos[r] + 1;
@@ -1046,6 +1128,7 @@ __global__ void __launch_bounds__(HD) k_attn_merge(struct pk_dims d,
 	for (int w = 0; w < HD / 32; w++)
 		l += red[w];
 	out[(size_t)r * d.n_heads * HD + (size_t)qh * HD + dd] = from_f<T>(acc / l);
+	trace(PK_TR_MERGE, PK_TR_EXIT);
 }
 
 template <typename T, int HD, int CH>
@@ -1855,6 +1938,39 @@ int pk_k_sample(const struct pk_step_batch *b, int vocab, int max_seqs, void *sc
 	launch(pdl, k_sample, max_seqs, SAMP_THREADS, smem, st, b->n_seqs, b->seq_row, b->samp,
 	       b->logits, vocab, w, parts, np, b->out_token, b->out_logprob);
 	return launch_err();
+}
+
+int pk_trace_reset(cudaStream_t st)
+{
+#ifdef PK_TRACE
+	void *n;
+	if (cudaGetSymbolAddress(&n, tr_n) != cudaSuccess ||
+	    cudaMemsetAsync(n, 0, sizeof(unsigned), st) != cudaSuccess)
+		return -EIO;
+	return 0;
+#else
+	(void)st;
+	return -ENOTSUP;
+#endif
+}
+
+int pk_trace_read(struct pk_trace_rec *out, int max, unsigned *dropped)
+{
+#ifdef PK_TRACE
+	unsigned n;
+	if (cudaDeviceSynchronize() != cudaSuccess ||
+	    cudaMemcpyFromSymbol(&n, tr_n, sizeof(n)) != cudaSuccess)
+		return -EIO;
+	unsigned have = n < PK_TRACE_CAP ? n : PK_TRACE_CAP, take = have < (unsigned)max ? have : max;
+	*dropped = n - take;
+	if (take && cudaMemcpyFromSymbol(out, tr_buf, take * sizeof(*out)) != cudaSuccess)
+		return -EIO;
+	return (int)take;
+#else
+	(void)out, (void)max;
+	*dropped = 0;
+	return -ENOTSUP;
+#endif
 }
 
 int pk_k_done(unsigned long long *done, cudaStream_t st)

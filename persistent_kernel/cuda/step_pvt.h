@@ -146,6 +146,27 @@ size_t pk_k_sample_scratch(int vocab, int max_seqs);
 int pk_k_sample(const struct pk_step_batch *b, int vocab, int max_seqs, void *scratch, int pdl,
 		cudaStream_t st);
 
+/* Kernel timeline (builds with -Dpk_trace=true define PK_TRACE; otherwise pk_trace_read
+ * returns -ENOTSUP and the kernels record nothing). Thread 0 of every block of the fused
+ * path's kernels appends a record at entry, after its pdl_wait, when its input is staged and
+ * at exit (blocks that return early record less); the attention also after the scores of its
+ * preloaded rows (MARK1) and after the softmax (MARK2). Records are appended in arrival order into a
+ * fixed device buffer; what does not fit is counted and dropped. */
+enum pk_trace_kind { PK_TR_GEMV1 = 1, PK_TR_QKV_POST, PK_TR_ATTN, PK_TR_MERGE };
+enum pk_trace_phase { PK_TR_ENTRY, PK_TR_WAITED, PK_TR_STAGED, PK_TR_EXIT, PK_TR_MARK1, PK_TR_MARK2 };
+struct pk_trace_rec {
+	unsigned long long t_ns; /* %globaltimer */
+	unsigned short kind, phase;
+	unsigned short sm, variant; /* variant: the template's IN * 4 + OUT for PK_TR_GEMV1 */
+	unsigned block, grid;       /* linear block index and block count */
+	unsigned pad[2];
+};
+/* Forget what was recorded (stream-ordered on st). */
+int pk_trace_reset(cudaStream_t st);
+/* Copy up to max records (after synchronizing the device); *dropped = records that did not
+ * fit. Returns the count, or -ENOTSUP without PK_TRACE. */
+int pk_trace_read(struct pk_trace_rec *out, int max, unsigned *dropped);
+
 /* *done += 1 after everything before it on st (release, gpu scope). */
 int pk_k_done(unsigned long long *done, cudaStream_t st);
 
