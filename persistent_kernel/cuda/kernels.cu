@@ -1081,8 +1081,7 @@ __global__ void __launch_bounds__(HD) k_attn_merge(struct pk_dims d,
 	if (pdl)
 		pdl_trigger();
 	trace(PK_TR_MERGE, PK_TR_ENTRY);
-	pdl_wait();
-	trace(PK_TR_MERGE, PK_TR_WAITED);
+	/* the split count comes from the batch descriptor (uploaded before the step) */
 	if (r >= *n_tokens)
 		return;
 	int ctx = tok_pos[r] + 1;
@@ -1091,8 +1090,20 @@ __global__ void __launch_bounds__(HD) k_attn_merge(struct pk_dims d,
 	if (nsplit == 1)
 		return;
 	size_t slot0 = ((size_t)r * d.n_heads + qh) * max_splits;
-	float m = -INFINITY;
-	for (int s = dd; s < nsplit; s += HD)
+	pdl_wait();
+	trace(PK_TR_MERGE, PK_TR_WAITED);
+	/* One round trip for up to PB splits: this column's first PB partial outputs are requested
+	 * together with this thread's split statistics (before, the statistics, their weights and
+	 * the partials were three dependent L2 round trips). */
+	constexpr int PB = 16;
+	float pv[PB];
+#pragma unroll
+	for (int i = 0; i < PB; i++)
+		pv[i] = i < nsplit ? ws_o[(slot0 + i) * HD + dd] : 0.0f;
+	float ms = dd < nsplit ? ws_ml[(slot0 + dd) * 2] : -INFINITY;
+	float ls = dd < nsplit ? ws_ml[(slot0 + dd) * 2 + 1] : 0.0f;
+	float m = ms;
+	for (int s = dd + HD; s < nsplit; s += HD)
 		m = fmaxf(m, ws_ml[(slot0 + s) * 2]);
 	m = warp_max(m);
 	if (lane == 0)
@@ -1107,15 +1118,25 @@ __global__ void __launch_bounds__(HD) k_attn_merge(struct pk_dims d,
 		int s = s0 + dd, cnt = min(HD, nsplit - s0);
 		__syncthreads(); /* red (first tile) or wsh (later tiles) have been read */
 		float f = 0.0f;
-		if (s < nsplit) {
+		if (s0 == 0) { /* this thread's split: statistics already here */
+			f = dd < nsplit ? __expf(ms - m) : 0.0f;
+			l += ls * f;
+		} else if (s < nsplit) {
 			f = __expf(ws_ml[(slot0 + s) * 2] - m);
 			l += ws_ml[(slot0 + s) * 2 + 1] * f;
 		}
 		wsh[dd] = f;
 		__syncthreads();
+		int i0 = 0;
+		if (s0 == 0) {
+#pragma unroll
+			for (int i = 0; i < PB; i++)
+				acc = fmaf(wsh[i], pv[i], acc); /* both 0 past nsplit */
+			i0 = PB;
+		}
 		const float *po = ws_o + (slot0 + s0) * HD + dd;
 #pragma unroll 16
-		for (int i = 0; i < cnt; i++)
+		for (int i = i0; i < cnt; i++)
 			acc = fmaf(wsh[i], po[(size_t)i * HD], acc);
 	}
 	l = warp_sum(l);
