@@ -694,30 +694,45 @@ __global__ void k_qkv_post(struct pk_dims d, const float *__restrict__ qkv, cons
 	if (pdl)
 		pdl_trigger();
 	trace(PK_TR_QKV_POST, PK_TR_ENTRY);
-	pdl_wait();
-	trace(PK_TR_QKV_POST, PK_TR_WAITED);
+	/* Everything but the projection itself is known before the wait: the descriptor (uploaded
+	 * before the step), the weights, the rotation and, for k and v, the row in the pool. */
 	if (r >= *n_tokens)
 		return;
-	int ncol = (d.n_heads + 2 * d.n_kv) * d.head_dim;
-	const float *src = qkv + (size_t)r * ncol + (size_t)hh * d.head_dim;
-	float x0 = src[i], x1 = src[i + half];
-	if (bias) {
-		x0 += to_f(bias[hh * d.head_dim + i]);
-		x1 += to_f(bias[hh * d.head_dim + i + half]);
-	}
 	int is_q = hh < d.n_heads, is_k = !is_q && hh < d.n_heads + d.n_kv;
-	if ((is_q || is_k) && qn) {
-		const T *nw = is_q ? qn : kn;
-		float ss = block_sum(x0 * x0 + x1 * x1, red);
-		float rs = rsqrtf(ss / (float)d.head_dim + d.eps);
-		x0 = x0 * rs * to_f(nw[i]);
-		x1 = x1 * rs * to_f(nw[i + half]);
+	float b0 = 0.0f, b1 = 0.0f, w0 = 1.0f, w1 = 1.0f, s = 0.0f, c = 1.0f;
+	if (bias) {
+		b0 = to_f(bias[hh * d.head_dim + i]);
+		b1 = to_f(bias[hh * d.head_dim + i + half]);
+	}
+	const T *nw = is_q ? qn : kn;
+	bool norm = (is_q || is_k) && qn;
+	if (norm) {
+		w0 = to_f(nw[i]);
+		w1 = to_f(nw[i + half]);
 	}
 	int pos = tok_pos[r];
+	if (is_q || is_k)
+		sincosf((float)pos * inv_freq[i], &s, &c);
+	size_t off = 0;
+	if (!is_q) {
+		int kvh = is_k ? hh - d.n_heads : hh - d.n_heads - d.n_kv;
+		int page = page_table[(size_t)tok_seq[r] * d.max_pages + pos / d.page_tokens];
+		size_t per_head = (size_t)d.page_tokens * d.head_dim;
+		off = (((size_t)page * d.n_layers + layer) * 2 + (is_k ? 0 : 1)) * d.n_kv * per_head +
+		      (size_t)kvh * per_head + (size_t)(pos % d.page_tokens) * d.head_dim;
+	}
+	pdl_wait();
+	trace(PK_TR_QKV_POST, PK_TR_WAITED);
+	int ncol = (d.n_heads + 2 * d.n_kv) * d.head_dim;
+	const float *src = qkv + (size_t)r * ncol + (size_t)hh * d.head_dim;
+	float x0 = src[i] + b0, x1 = src[i + half] + b1;
+	if (norm) {
+		float ss = block_sum(x0 * x0 + x1 * x1, red);
+		float rs = rsqrtf(ss / (float)d.head_dim + d.eps);
+		x0 = x0 * rs * w0;
+		x1 = x1 * rs * w1;
+	}
 	if (is_q || is_k) {
-		float ang = (float)pos * inv_freq[i];
-		float s, c;
-		sincosf(ang, &s, &c);
 		float y0 = x0 * c - x1 * s, y1 = x1 * c + x0 * s;
 		x0 = y0;
 		x1 = y1;
@@ -726,16 +741,10 @@ __global__ void k_qkv_post(struct pk_dims d, const float *__restrict__ qkv, cons
 		float *dst = q + (size_t)r * d.n_heads * d.head_dim + (size_t)hh * d.head_dim;
 		dst[i] = x0;
 		dst[i + half] = x1;
-		trace(PK_TR_QKV_POST, PK_TR_EXIT);
-		return;
+	} else {
+		pool[off + i] = from_f<T>(x0);
+		pool[off + i + half] = from_f<T>(x1);
 	}
-	int kvh = is_k ? hh - d.n_heads : hh - d.n_heads - d.n_kv;
-	int page = page_table[(size_t)tok_seq[r] * d.max_pages + pos / d.page_tokens];
-	size_t per_head = (size_t)d.page_tokens * d.head_dim;
-	size_t off = (((size_t)page * d.n_layers + layer) * 2 + (is_k ? 0 : 1)) * d.n_kv * per_head +
-		     (size_t)kvh * per_head + (size_t)(pos % d.page_tokens) * d.head_dim;
-	pool[off + i] = from_f<T>(x0);
-	pool[off + i + half] = from_f<T>(x1);
 	trace(PK_TR_QKV_POST, PK_TR_EXIT);
 }
 
