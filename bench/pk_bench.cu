@@ -220,7 +220,8 @@ struct tr_inst {
 static const char *tr_name(const tr_inst &x)
 {
 	static char b[48];
-	const char *v[] = {"x->y", "x->acc", "x->swiglu", "?", "norm->y", "norm->acc", "norm->swiglu"};
+	const char *v[] = {"x->y",    "x->acc",    "x->swiglu",   "?",
+			   "norm->y", "norm->acc", "norm->swiglu"};
 	switch (x.kind) {
 	case PK_TR_GEMV1: snprintf(b, sizeof(b), "gemv1 %s", v[x.variant % 7]); break;
 	case PK_TR_QKV_POST: return "qkv_post";
@@ -291,8 +292,8 @@ static void timeline(cudaGraphExec_t ge, cudaStream_t st)
 	std::sort(in.begin(), in.end(),
 		  [](const tr_inst &a, const tr_inst &b) { return a.entry0 < b.entry0; });
 	printf("\n%d records (%u dropped), %zu launches traced\n", n, dropped, in.size());
-	printf("\n| kernel | grid | launches | release us | staged us | work us | mark1 us | mark2 us |\n"
-	       "|---|---:|---:|---:|---:|---:|---:|---:|\n");
+	printf("\n| kernel | grid | launches | release us | staged us | work us | mark1 us | "
+	       "mark2 us |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
 	std::vector<int> done(in.size(), 0);
 	for (size_t i = 1; i < in.size(); i++) {
 		if (done[i])
@@ -318,8 +319,9 @@ static void timeline(cudaGraphExec_t ge, cudaStream_t st)
 	if (a == 0)
 		return;
 	double t0 = in[a].entry0;
-	printf("\nmiddle of the step, us from the first entry below:\n\n| kernel | grid | first entry | "
-	       "last entry | first released | last released | last staged | last exit |\n"
+	printf("\nmiddle of the step, us from the first entry below:\n\n"
+	       "| kernel | grid | first entry | last entry | first released | last released | "
+	       "last staged | last exit |\n"
 	       "|---|---:|---:|---:|---:|---:|---:|---:|\n");
 	for (size_t i = a; i < b; i++)
 		printf("| %s | %u | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", tr_name(in[i]),

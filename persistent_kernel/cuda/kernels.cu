@@ -503,8 +503,9 @@ __global__ void __launch_bounds__(256, GEMV1_BLOCKS_PER_SM) k_gemv1(struct pk_sk
 		src = a.gather ? a.gather[0] : 0;
 #pragma unroll
 		for (int i = 0; i < XI; i++)
-			nwv[i] = k0 + i * 2048 < K ? __ldg(reinterpret_cast<const uint4 *>(nw + k0 + i * 2048))
-						   : make_uint4(0, 0, 0, 0);
+			nwv[i] = k0 + i * 2048 < K
+					 ? __ldg(reinterpret_cast<const uint4 *>(nw + k0 + i * 2048))
+					 : make_uint4(0, 0, 0, 0);
 	}
 	/* The trigger comes after the loads, not at entry: with it at entry, ptxas (CUDA 13.0)
 	 * scheduled griddepcontrol.wait right after it and every weight load below the wait (seen
@@ -524,13 +525,15 @@ __global__ void __launch_bounds__(256, GEMV1_BLOCKS_PER_SM) k_gemv1(struct pk_sk
 #pragma unroll
 		for (int i = 0; i < XI; i++) {
 			int k = k0 + i * 2048;
-			hv[i][0] = k < K ? *reinterpret_cast<const float4 *>(hr + k) : make_float4(0, 0, 0, 0);
+			hv[i][0] = k < K ? *reinterpret_cast<const float4 *>(hr + k)
+					 : make_float4(0, 0, 0, 0);
 			hv[i][1] = k < K ? *reinterpret_cast<const float4 *>(hr + k + 4)
 					 : make_float4(0, 0, 0, 0);
 		}
 		/* two partials a thread, then warps, then the 8 warp sums: a fixed order */
 		int t = threadIdx.x;
-		float s0 = t < a.n_parts ? ss[t] : 0.0f, s1 = t + 256 < a.n_parts ? ss[t + 256] : 0.0f;
+		float s0 = t < a.n_parts ? ss[t] : 0.0f;
+		float s1 = t + 256 < a.n_parts ? ss[t + 256] : 0.0f;
 		for (int p = t + 512; p < a.n_parts; p += 256)
 			s0 += ss[p];
 		float sw = warp_sum(s0 + s1);
@@ -718,8 +721,8 @@ __global__ void k_qkv_post(struct pk_dims d, const float *__restrict__ qkv, cons
 		int kvh = is_k ? hh - d.n_heads : hh - d.n_heads - d.n_kv;
 		int page = page_table[(size_t)tok_seq[r] * d.max_pages + pos / d.page_tokens];
 		size_t per_head = (size_t)d.page_tokens * d.head_dim;
-		off = (((size_t)page * d.n_layers + layer) * 2 + (is_k ? 0 : 1)) * d.n_kv * per_head +
-		      (size_t)kvh * per_head + (size_t)(pos % d.page_tokens) * d.head_dim;
+		size_t blk = ((size_t)page * d.n_layers + layer) * 2 + (is_k ? 0 : 1); /* K or V */
+		off = (blk * d.n_kv + kvh) * per_head + (size_t)(pos % d.page_tokens) * d.head_dim;
 	}
 	pdl_wait();
 	trace(PK_TR_QKV_POST, PK_TR_WAITED);
@@ -1991,7 +1994,8 @@ int pk_trace_read(struct pk_trace_rec *out, int max, unsigned *dropped)
 	if (cudaDeviceSynchronize() != cudaSuccess ||
 	    cudaMemcpyFromSymbol(&n, tr_n, sizeof(n)) != cudaSuccess)
 		return -EIO;
-	unsigned have = n < PK_TRACE_CAP ? n : PK_TRACE_CAP, take = have < (unsigned)max ? have : max;
+	unsigned have = n < PK_TRACE_CAP ? n : PK_TRACE_CAP;
+	unsigned take = have < (unsigned)max ? have : (unsigned)max;
 	*dropped = n - take;
 	if (take && cudaMemcpyFromSymbol(out, tr_buf, take * sizeof(*out)) != cudaSuccess)
 		return -EIO;

@@ -150,10 +150,17 @@ int pk_k_sample(const struct pk_step_batch *b, int vocab, int max_seqs, void *sc
  * returns -ENOTSUP and the kernels record nothing). Thread 0 of every block of the fused
  * path's kernels appends a record at entry, after its pdl_wait, when its input is staged and
  * at exit (blocks that return early record less); the attention also after the scores of its
- * preloaded rows (MARK1) and after the softmax (MARK2). Records are appended in arrival order into a
- * fixed device buffer; what does not fit is counted and dropped. */
+ * preloaded rows (MARK1) and after the softmax (MARK2). Records are appended in arrival order
+ * into a fixed device buffer; what does not fit is counted and dropped. */
 enum pk_trace_kind { PK_TR_GEMV1 = 1, PK_TR_QKV_POST, PK_TR_ATTN, PK_TR_MERGE };
-enum pk_trace_phase { PK_TR_ENTRY, PK_TR_WAITED, PK_TR_STAGED, PK_TR_EXIT, PK_TR_MARK1, PK_TR_MARK2 };
+enum pk_trace_phase {
+	PK_TR_ENTRY,
+	PK_TR_WAITED,
+	PK_TR_STAGED,
+	PK_TR_EXIT,
+	PK_TR_MARK1,
+	PK_TR_MARK2
+};
 struct pk_trace_rec {
 	unsigned long long t_ns; /* %globaltimer */
 	unsigned short kind, phase;
