@@ -545,17 +545,7 @@ __global__ void __launch_bounds__(256, GEMV1_BLOCKS_PER_SM) k_gemv1(struct pk_sk
 		for (int i = 0; i < 8; i++)
 			sum += sqw[i];
 		float rs = live ? rsqrtf(sum / (float)K + a.eps) : 0.0f;
-		for (int i = 0, k = k0; k < K; i++, k += 2048) {
-			float4 h0, h1;
-			uint4 nwu;
-			if (i < XI) {
-				h0 = hv[i < XI ? i : 0][0], h1 = hv[i < XI ? i : 0][1];
-				nwu = nwv[i < XI ? i : 0];
-			} else {
-				h0 = *reinterpret_cast<const float4 *>(hr + k);
-				h1 = *reinterpret_cast<const float4 *>(hr + k + 4);
-				nwu = __ldg(reinterpret_cast<const uint4 *>(nw + k));
-			}
+		auto put = [&](int k, float4 h0, float4 h1, uint4 nwu) {
 			float nf[8], h[8] = {h0.x, h0.y, h0.z, h0.w, h1.x, h1.y, h1.z, h1.w};
 			vec16<bf16>::unpack(nwu, nf);
 			uint4 o;
@@ -565,7 +555,15 @@ __global__ void __launch_bounds__(256, GEMV1_BLOCKS_PER_SM) k_gemv1(struct pk_sk
 			o.w = pack2(h[6] * rs * nf[6], h[7] * rs * nf[7]);
 			/* no live row (a padding launch): x is exactly 0 whatever h holds */
 			*reinterpret_cast<uint4 *>(xs + k) = live ? o : make_uint4(0, 0, 0, 0);
-		}
+		};
+#pragma unroll
+		for (int i = 0; i < XI; i++)
+			if (k0 + i * 2048 < K)
+				put(k0 + i * 2048, hv[i][0], hv[i][1], nwv[i]);
+		for (int k = k0 + XI * 2048; k < K; k += 2048)
+			put(k, *reinterpret_cast<const float4 *>(hr + k),
+			    *reinterpret_cast<const float4 *>(hr + k + 4),
+			    __ldg(reinterpret_cast<const uint4 *>(nw + k)));
 	} else {
 		const bf16 *x = static_cast<const bf16 *>(a.x);
 		for (int k = k0; k < K; k += 256 * 8)
