@@ -443,6 +443,19 @@ static void skinny_out(const struct pk_skinny *a, int out, unsigned grid, cudaSt
 		launch(true, k_skinny<NT, IN, PK_OUT_SWIGLU>, grid, 256, 0, st, *a);
 }
 
+/* Multiprocessors of the current device (read once: a process drives one GPU). */
+static int sm_count(void)
+{
+	static int sms;
+	if (!sms) {
+		int dev = 0, n = 0;
+		cudaGetDevice(&dev);
+		cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev);
+		sms = n > 0 ? n : 1;
+	}
+	return sms;
+}
+
 /* k_gemv1 blocks resident per SM (256 threads each, so <= 128 registers a thread: measured
  * against 3 and 4, the deeper register budget wins on every bench shape) */
 #define GEMV1_BLOCKS_PER_SM 2
@@ -645,13 +658,7 @@ __global__ void __launch_bounds__(256, GEMV1_BLOCKS_PER_SM) k_gemv1(struct pk_sk
  * 6,144 rows over 4,224 warps would leave 1,920 of them a second row). */
 static unsigned gemv1_grid(int N)
 {
-	static int cap;
-	if (!cap) {
-		int dev = 0, sms = 0;
-		cudaGetDevice(&dev);
-		cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-		cap = GEMV1_BLOCKS_PER_SM * (sms > 0 ? sms : 1);
-	}
+	int cap = GEMV1_BLOCKS_PER_SM * sm_count();
 	int rows_per_warp = (N + 8 * cap - 1) / (8 * cap);
 	return (unsigned)((N + 8 * rows_per_warp - 1) / (8 * rows_per_warp));
 }
@@ -805,8 +812,10 @@ __device__ __forceinline__ int attn_chunk(int ctx, int unit)
 	return c < 16 ? 16 : (c > CH ? CH : c);
 }
 
-/* grid (bucket, n_kv, splits), block 128 (4 warps). Block (r, g, s) takes query token r, the
- * G query heads of KV head g, and context positions [s*ch, min((s+1)*ch, pos+1)), ch =
+/* grid (bucket, n_kv * slices, splits), block 128 (4 warps). Block (r, y, s) takes query token
+ * r, slice y % slices of the query heads of KV head g = y / slices (G = GQA group / slices of
+ * them, at most GM: attention_launch uses 1, 2, or one slice, the whole group, up to
+ * PK_ATTN_GMAX) and context positions [s*ch, min((s+1)*ch, pos+1)), ch =
  * attn_chunk<CH>(pos+1, unit): 16..64 for small batches (short chains of dependent memory round
  * trips: small-batch decode is latency-bound), 256 for large ones (fewer partials to merge).
  * Lanes form groups of LPR lanes; a group takes one position per iteration and each lane EPL
@@ -820,7 +829,7 @@ __device__ __forceinline__ int attn_chunk(int ctx, int unit)
  * Phase 2: one warp per head: max and sum of exp. Phase 3: p * V; groups, then warps, are
  * summed. A context of one chunk writes the normalized output directly; longer ones write
  * partials for k_attn_merge. */
-template <typename T, int HD, int CH>
+template <typename T, int HD, int CH, int GM>
 __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float *__restrict__ q,
 						   const T *__restrict__ pool, int layer,
 						   const int32_t *__restrict__ n_tokens,
@@ -832,7 +841,6 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 						   int pdl)
 {
 	constexpr int V = vec16<T>::n;
-	constexpr int GM = PK_ATTN_GMAX;
 	constexpr int LPR = HD / V < 32 ? HD / V : 32; /* lanes per row */
 	constexpr int EPL = HD / LPR;                  /* elements per lane */
 	constexpr int PPI = 32 / LPR;                  /* positions per warp iteration */
@@ -847,7 +855,11 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 	__shared__ int pg[CH + 1];
 	__shared__ float mh[GM], lh[GM];
 	float(*sc)[CH] = reinterpret_cast<float(*)[CH]>(sm);
-	int r = blockIdx.x, g = blockIdx.y, sp = blockIdx.z;
+	int r = blockIdx.x, sp = blockIdx.z;
+	int nhs = gridDim.y / d.n_kv;              /* blocks per KV head (head slices) */
+	int g = blockIdx.y / nhs;                  /* the KV head */
+	int G = d.n_heads / d.n_kv / nhs;          /* query heads of this block, <= GM */
+	int h0 = g * G * nhs + (blockIdx.y % nhs) * G; /* the first of them */
 	trace(PK_TR_ATTN, PK_TR_ENTRY);
 	/* Before pdl_wait only the batch descriptor and KV rows an earlier step wrote are read. */
 	int nt = *n_tokens;
@@ -860,7 +872,6 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 		return;
 	int n = min(ch, ctx - start);
 	int nsplit = (ctx + ch - 1) / ch;
-	int G = d.n_heads / d.n_kv;
 	int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, grp = lane / LPR, sub = lane % LPR;
 	/* the chunk's page ids (the K loads wait on them) and, where rows are prefetched, the first
 	 * position of this sequence that this step writes (this token's, or an earlier token's of
@@ -921,7 +932,7 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 
 	/* q: 16-byte loads (EPL is a multiple of 4, rows 16-byte aligned) */
 	float scale = rsqrtf((float)HD);
-	const float *qr = q + (size_t)r * d.n_heads * HD + (size_t)g * G * HD + sub * EPL;
+	const float *qr = q + (size_t)r * d.n_heads * HD + (size_t)h0 * HD + sub * EPL;
 	float qf[GM][EPL];
 #pragma unroll
 	for (int h = 0; h < GM; h++)
@@ -1056,7 +1067,7 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 					red[((size_t)wid * GM + h) * HD + sub * EPL + e] = o[h][e];
 	__syncthreads();
 	for (int i = threadIdx.x; i < G * HD; i += blockDim.x) {
-		int h = i / HD, dd = i % HD, qh = g * G + h;
+		int h = i / HD, dd = i % HD, qh = h0 + h;
 		float acc = red[(0 * GM + h) * HD + dd] + red[(1 * GM + h) * HD + dd] +
 			    red[(2 * GM + h) * HD + dd] + red[(3 * GM + h) * HD + dd];
 		if (nsplit == 1) {
@@ -1162,7 +1173,7 @@ __global__ void __launch_bounds__(HD) k_attn_merge(struct pk_dims d,
 	trace(PK_TR_MERGE, PK_TR_EXIT);
 }
 
-template <typename T, int HD, int CH>
+template <typename T, int HD, int CH, int GM>
 void attention_launch_ch(const struct pk_dims *d, const float *q, const void *pool, int layer,
 			 const struct pk_step_batch *b, int bucket, int max_splits, float *ws_o,
 			 float *ws_ml, void *out, int pdl, cudaStream_t st)
@@ -1171,8 +1182,8 @@ void attention_launch_ch(const struct pk_dims *d, const float *q, const void *po
 	 * stride; CH 256 needs at most a quarter of it */
 	int splits = CH == PK_ATTN_CHUNK ? max_splits : (max_splits * PK_ATTN_CHUNK + CH - 1) / CH;
 	int pairs = bucket * d->n_kv, unit = 16 * (pairs > 16 ? pairs / 16 : 1);
-	dim3 g1(bucket, d->n_kv, splits);
-	launch(pdl, k_attention<T, HD, CH>, g1, 128, 0, st, *d, q, static_cast<const T *>(pool),
+	dim3 g1(bucket, GM < PK_ATTN_GMAX ? d->n_heads / GM : d->n_kv, splits);
+	launch(pdl, k_attention<T, HD, CH, GM>, g1, 128, 0, st, *d, q, static_cast<const T *>(pool),
 	       layer, b->n_tokens, b->tok_pos, b->tok_seq, b->page_table, unit, max_splits, ws_o,
 	       ws_ml, static_cast<T *>(out), pdl);
 	if (splits > 1) {
@@ -1182,17 +1193,36 @@ void attention_launch_ch(const struct pk_dims *d, const float *q, const void *po
 	}
 }
 
+/* Small batches: blocks of GS = 1 or 2 query heads (GM = GS) rather than whole GQA groups,
+ * the fewest heads a block for which the grid stays within PK_ATTN_SLICE_WAVES blocks a SM at
+ * the longest context. A small-batch attention block is a dependent chain of instructions, not
+ * bytes (ncu: ~600 instructions a warp at ~10 cycles each, one warp a scheduler), so fewer
+ * heads a block is a shorter chain and more blocks run it at once; past a few blocks a SM they
+ * queue. H100, batch 1, step time against whole groups (2026-11-22): Qwen2.5-1.5B (2 KV heads)
+ * one head a block -10% / -13% at context 512 / 4096 (attention 8.7 -> 4.0 us a layer at 512);
+ * Llama-3.2-1B (8 KV heads) two heads -2% / -1% (one head: -3% / +3%, 2,048 blocks at 4096);
+ * Llama-3.1-8B two heads -1.5% / +1%. Batch 8 keeps whole groups (one head: +1 to +10%). */
+#define PK_ATTN_SLICE_WAVES 8
 template <typename T, int HD>
 void attention_launch(const struct pk_dims *d, const float *q, const void *pool, int layer,
 		      const struct pk_step_batch *b, int bucket, int max_splits, float *ws_o,
 		      float *ws_ml, void *out, int pdl, cudaStream_t st)
 {
+	int G = d->n_heads / d->n_kv;
+	long most = (long)PK_ATTN_SLICE_WAVES * sm_count(), heads = (long)bucket * d->n_heads;
 	if (bucket >= 16)
-		attention_launch_ch<T, HD, 256>(d, q, pool, layer, b, bucket, max_splits, ws_o,
-						ws_ml, out, pdl, st);
+		attention_launch_ch<T, HD, 256, PK_ATTN_GMAX>(d, q, pool, layer, b, bucket,
+							      max_splits, ws_o, ws_ml, out, pdl,
+							      st);
+	else if (heads * max_splits <= most)
+		attention_launch_ch<T, HD, PK_ATTN_CHUNK, 1>(d, q, pool, layer, b, bucket,
+							     max_splits, ws_o, ws_ml, out, pdl, st);
+	else if (G % 2 == 0 && heads / 2 * max_splits <= most)
+		attention_launch_ch<T, HD, PK_ATTN_CHUNK, 2>(d, q, pool, layer, b, bucket,
+							     max_splits, ws_o, ws_ml, out, pdl, st);
 	else
-		attention_launch_ch<T, HD, PK_ATTN_CHUNK>(d, q, pool, layer, b, bucket, max_splits,
-							  ws_o, ws_ml, out, pdl, st);
+		attention_launch_ch<T, HD, PK_ATTN_CHUNK, PK_ATTN_GMAX>(
+			d, q, pool, layer, b, bucket, max_splits, ws_o, ws_ml, out, pdl, st);
 }
 
 /* ---------------------------------------------------------------- SwiGLU */

@@ -296,11 +296,12 @@ static void test_rmsnorm(uint64_t *rng, int bf16, int hidden, int rows, int buck
 	free(href);
 }
 
-/* One mixed batch: seq0 decodes at pos p0, seq1 prefills a chunk at p1.., seq2 decodes at p2.
- * The pool is random (earlier positions), pages scrambled. Checks q, the appended K/V, and the
- * attention output against double references. */
+/* One mixed batch: seq0 decodes at pos p0, seq1 prefills a chunk at p1.., seq2 decodes at p2
+ * (one: only seq0, in a bucket of 1, where attention_launch picks blocks of one or two query
+ * heads unless the grid would grow too large). The pool is random (earlier positions), pages
+ * scrambled. Checks q, the appended K/V, and the attention output against double references. */
 static void test_attention(uint64_t *rng, int bf16, int hd, int n_heads, int n_kv, int qk_norm,
-			   int bias, int p0, int p1, int chunk, int p2)
+			   int bias, int p0, int p1, int chunk, int p2, int one)
 {
 	struct pk_dims d;
 	memset(&d, 0, sizeof(d));
@@ -313,7 +314,7 @@ static void test_attention(uint64_t *rng, int bf16, int hd, int n_heads, int n_k
 	d.eps = 1e-6f;
 	int layer = 1, max_ctx = 2048;
 	d.max_pages = max_ctx / d.page_tokens;
-	int n_seqs = 3, T = 2 + chunk, G = n_heads / n_kv, half = hd / 2;
+	int n_seqs = 3, T = one ? 1 : 2 + chunk, G = n_heads / n_kv, half = hd / 2;
 	int n_pages = n_seqs * d.max_pages + 7;
 	int32_t pos[64], seq[64];
 	pos[0] = p0;
@@ -428,7 +429,7 @@ static void test_attention(uint64_t *rng, int bf16, int hd, int n_heads, int n_k
 	/* GPU */
 	struct pk_step_batch bt;
 	memset(&bt, 0, sizeof(bt));
-	int bucket = T + 3; /* padding rows must be no-ops */
+	int bucket = one ? 1 : T + 3; /* padding rows must be no-ops */
 	CK(cudaMalloc(&bt.n_tokens, 4));
 	CK(cudaMalloc(&bt.tok_pos, 4 * 64));
 	CK(cudaMalloc(&bt.tok_seq, 4 * 64));
@@ -474,8 +475,12 @@ static void test_attention(uint64_t *rng, int bf16, int hd, int n_heads, int n_k
 	report(what, gt_rel(q, qref, on), bf16 ? 5e-3 : 1e-4);
 	snprintf(what, sizeof(what), "  paged KV append (whole pool, pages scrambled)");
 	report(what, gt_rel(pg, pref, pool_n), bf16 ? 5e-3 : 1e-4);
-	snprintf(what, sizeof(what), "paged attention %s hd=%d ctx %d/%d..%d/%d", bf16 ? "bf16" : "f32",
-		 hd, p0 + 1, p1 + 1, p1 + chunk, p2 + 1);
+	if (one)
+		snprintf(what, sizeof(what), "paged attention %s hd=%d %d/%d heads, one token ctx %d",
+			 bf16 ? "bf16" : "f32", hd, n_heads, n_kv, p0 + 1);
+	else
+		snprintf(what, sizeof(what), "paged attention %s hd=%d ctx %d/%d..%d/%d",
+			 bf16 ? "bf16" : "f32", hd, p0 + 1, p1 + 1, p1 + chunk, p2 + 1);
 	report(what, gt_rel(o, oref, on), bf16 ? 1e-2 : 1e-4);
 	cudaFree(bt.n_tokens);
 	cudaFree(bt.tok_pos);
@@ -687,11 +692,18 @@ int main(void)
 		test_rmsnorm(&rng, bf16, 896, 7, 7, 1);
 		test_rmsnorm(&rng, bf16, 4096, 3, 4, 0);
 		test_swiglu(&rng, bf16, 1000, 3);
-		test_attention(&rng, bf16, 64, 8, 2, 0, 0, 700, 300, 5, 3);
-		test_attention(&rng, bf16, 128, 12, 2, 0, 1, 255, 250, 9, 256);
-		test_attention(&rng, bf16, 128, 16, 2, 1, 0, 1000, 0, 17, 513);
-		test_attention(&rng, bf16, 256, 8, 1, 1, 1, 600, 31, 4, 0);
-		test_attention(&rng, bf16, 128, 8, 2, 1, 0, 2047, 1100, 3, 1025);
+		test_attention(&rng, bf16, 64, 8, 2, 0, 0, 700, 300, 5, 3, 0);
+		test_attention(&rng, bf16, 128, 12, 2, 0, 1, 255, 250, 9, 256, 0);
+		test_attention(&rng, bf16, 128, 16, 2, 1, 0, 1000, 0, 17, 513, 0);
+		test_attention(&rng, bf16, 256, 8, 1, 1, 1, 600, 31, 4, 0, 0);
+		test_attention(&rng, bf16, 128, 8, 2, 1, 0, 2047, 1100, 3, 1025, 0);
+		/* one token (max_ctx 2048: 32 splits; on a 132-SM GPU): one-head blocks, then
+		 * two-head blocks (64 heads), then whole groups (56 heads, groups of 7) */
+		test_attention(&rng, bf16, 128, 12, 2, 0, 1, 511, 0, 0, 0, 1);
+		test_attention(&rng, bf16, 64, 8, 2, 0, 0, 2047, 0, 0, 0, 1);
+		test_attention(&rng, bf16, 256, 8, 1, 1, 0, 40, 0, 0, 0, 1);
+		test_attention(&rng, bf16, 64, 64, 8, 0, 0, 1500, 0, 0, 0, 1);
+		test_attention(&rng, bf16, 64, 56, 8, 1, 1, 1000, 0, 0, 0, 1);
 	}
 	test_skinny(&rng, PK_IN_X, PK_OUT_Y, 1000, 512, 1, 0);
 	test_skinny(&rng, PK_IN_X, PK_OUT_Y, 333, 2048, 8, 0);
