@@ -813,9 +813,9 @@ __device__ __forceinline__ int attn_chunk(int ctx, int unit)
 }
 
 /* grid (bucket, n_kv * slices, splits), block 128 (4 warps). Block (r, y, s) takes query token
- * r, slice y % slices of the query heads of KV head g = y / slices (G = GQA group / slices of
- * them, at most GM: attention_launch uses 1, 2, or one slice, the whole group, up to
- * PK_ATTN_GMAX) and context positions [s*ch, min((s+1)*ch, pos+1)), ch =
+ * r, the G query heads of slice y % slices of KV head g = y / slices (G = group size / slices
+ * <= GM: attention_launch picks one head, two, or the whole group of up to PK_ATTN_GMAX), and
+ * context positions [s*ch, min((s+1)*ch, pos+1)), ch =
  * attn_chunk<CH>(pos+1, unit): 16..64 for small batches (short chains of dependent memory round
  * trips: small-batch decode is latency-bound), 256 for large ones (fewer partials to merge).
  * Lanes form groups of LPR lanes; a group takes one position per iteration and each lane EPL
@@ -856,9 +856,9 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 	__shared__ float mh[GM], lh[GM];
 	float(*sc)[CH] = reinterpret_cast<float(*)[CH]>(sm);
 	int r = blockIdx.x, sp = blockIdx.z;
-	int nhs = gridDim.y / d.n_kv;              /* blocks per KV head (head slices) */
-	int g = blockIdx.y / nhs;                  /* the KV head */
-	int G = d.n_heads / d.n_kv / nhs;          /* query heads of this block, <= GM */
+	int nhs = gridDim.y / d.n_kv;                  /* blocks per KV head (head slices) */
+	int g = blockIdx.y / nhs;                      /* the KV head */
+	int G = d.n_heads / d.n_kv / nhs;              /* query heads of this block, <= GM */
 	int h0 = g * G * nhs + (blockIdx.y % nhs) * G; /* the first of them */
 	trace(PK_TR_ATTN, PK_TR_ENTRY);
 	/* Before pdl_wait only the batch descriptor and KV rows an earlier step wrote are read. */
