@@ -814,7 +814,7 @@ __device__ __forceinline__ int attn_chunk(int ctx, int unit)
 
 /* grid (bucket, n_kv * slices, splits), block 128 (4 warps). Block (r, y, s) takes query token
  * r, the G query heads of slice y % slices of KV head g = y / slices (G = group size / slices
- * <= GM: attention_launch picks one head, two, or the whole group of up to PK_ATTN_GMAX), and
+ * <= GM: attention_launch picks one head, two, or the whole group, GM 4 or PK_ATTN_GMAX), and
  * context positions [s*ch, min((s+1)*ch, pos+1)), ch =
  * attn_chunk<CH>(pos+1, unit): 16..64 for small batches (short chains of dependent memory round
  * trips: small-batch decode is latency-bound), 256 for large ones (fewer partials to merge).
@@ -1196,7 +1196,8 @@ void attention_launch_ch(const struct pk_dims *d, const float *q, const void *po
 	 * stride; CH 256 needs at most a quarter of it */
 	int splits = CH == PK_ATTN_CHUNK ? max_splits : (max_splits * PK_ATTN_CHUNK + CH - 1) / CH;
 	int pairs = bucket * d->n_kv, unit = 16 * (pairs > 16 ? pairs / 16 : 1);
-	dim3 g1(bucket, GM < PK_ATTN_GMAX ? d->n_heads / GM : d->n_kv, splits);
+	int G = d->n_heads / d->n_kv, slices = G > GM ? G / GM : 1; /* blocks a KV head */
+	dim3 g1(bucket, d->n_kv * slices, splits);
 	launch(pdl, k_attention<T, HD, CH, GM>, g1, 128, 0, st, *d, q, static_cast<const T *>(pool),
 	       layer, b->n_tokens, b->tok_pos, b->tok_seq, b->page_table, unit, max_splits, ws_o,
 	       ws_ml, static_cast<T *>(out), pdl);
@@ -1207,6 +1208,24 @@ void attention_launch_ch(const struct pk_dims *d, const float *q, const void *po
 	}
 }
 
+/* Whole GQA groups a block: GM = 4 for groups of up to 4 heads (Llama's), else PK_ATTN_GMAX.
+ * The kernel's per-head loops are unrolled GM times and predicated past G, and a predicated-off
+ * instruction still issues: with GM = 8, half of a Llama block's chain did nothing (H100,
+ * 2026-11-22, GM 4 against 8: Llama-3.1-8B batch 8 ctx 4096 10.07 -> 9.12 ms, batch 64 35.0
+ * -> 22.9; Llama-3.2-1B batch 64 ctx 4096 8.55 -> 5.69). */
+template <typename T, int HD, int CH>
+static void attention_groups(const struct pk_dims *d, const float *q, const void *pool, int layer,
+			     const struct pk_step_batch *b, int bucket, int max_splits,
+			     float *ws_o, float *ws_ml, void *out, int pdl, cudaStream_t st)
+{
+	if (d->n_heads / d->n_kv <= 4)
+		attention_launch_ch<T, HD, CH, 4>(d, q, pool, layer, b, bucket, max_splits, ws_o,
+						  ws_ml, out, pdl, st);
+	else
+		attention_launch_ch<T, HD, CH, PK_ATTN_GMAX>(d, q, pool, layer, b, bucket,
+							     max_splits, ws_o, ws_ml, out, pdl, st);
+}
+
 /* Small batches: blocks of GS = 1 or 2 query heads (GM = GS) rather than whole GQA groups,
  * the fewest heads a block for which the grid stays within PK_ATTN_SLICE_WAVES blocks a SM at
  * the longest context. A small-batch attention block is a dependent chain of instructions, not
@@ -1215,7 +1234,8 @@ void attention_launch_ch(const struct pk_dims *d, const float *q, const void *po
  * queue. H100, batch 1, step time against whole groups (2026-11-22): Qwen2.5-1.5B (2 KV heads)
  * one head a block -10% / -13% at context 512 / 4096 (attention 8.7 -> 4.0 us a layer at 512);
  * Llama-3.2-1B (8 KV heads) two heads -2% / -1% (one head: -3% / +3%, 2,048 blocks at 4096);
- * Llama-3.1-8B two heads -1.5% / +1%. Batch 8 keeps whole groups (one head: +1 to +10%). */
+ * Llama-3.1-8B two heads -1.5% / +1% (whole groups with GM 4: +1% / -3%). Batch 8 keeps whole
+ * groups (one head: +1 to +10%). */
 #define PK_ATTN_SLICE_WAVES 8
 template <typename T, int HD>
 void attention_launch(const struct pk_dims *d, const float *q, const void *pool, int layer,
@@ -1225,9 +1245,8 @@ void attention_launch(const struct pk_dims *d, const float *q, const void *pool,
 	int G = d->n_heads / d->n_kv;
 	long most = (long)PK_ATTN_SLICE_WAVES * sm_count(), heads = (long)bucket * d->n_heads;
 	if (bucket >= 16)
-		attention_launch_ch<T, HD, 256, PK_ATTN_GMAX>(d, q, pool, layer, b, bucket,
-							      max_splits, ws_o, ws_ml, out, pdl,
-							      st);
+		attention_groups<T, HD, 256>(d, q, pool, layer, b, bucket, max_splits, ws_o, ws_ml,
+					     out, pdl, st);
 	else if (heads * max_splits <= most)
 		attention_launch_ch<T, HD, PK_ATTN_CHUNK, 1>(d, q, pool, layer, b, bucket,
 							     max_splits, ws_o, ws_ml, out, pdl, st);
@@ -1235,8 +1254,8 @@ void attention_launch(const struct pk_dims *d, const float *q, const void *pool,
 		attention_launch_ch<T, HD, PK_ATTN_CHUNK, 2>(d, q, pool, layer, b, bucket,
 							     max_splits, ws_o, ws_ml, out, pdl, st);
 	else
-		attention_launch_ch<T, HD, PK_ATTN_CHUNK, PK_ATTN_GMAX>(
-			d, q, pool, layer, b, bucket, max_splits, ws_o, ws_ml, out, pdl, st);
+		attention_groups<T, HD, PK_ATTN_CHUNK>(d, q, pool, layer, b, bucket, max_splits,
+						       ws_o, ws_ml, out, pdl, st);
 }
 
 /* ---------------------------------------------------------------- SwiGLU */
