@@ -814,7 +814,7 @@ __device__ __forceinline__ int attn_chunk(int ctx, int unit)
 
 /* grid (bucket, n_kv * slices, splits), block 128 (4 warps). Block (r, y, s) takes query token
  * r, the G query heads of slice y % slices of KV head g = y / slices (G = group size / slices
- * <= GM: attention_launch picks one head, two, or the whole group, GM 4 or PK_ATTN_GMAX), and
+ * <= GM: attention_launch picks one head, two, or the whole group: GM 4, 6 or 8), and
  * context positions [s*ch, min((s+1)*ch, pos+1)), ch =
  * attn_chunk<CH>(pos+1, unit): 16..64 for small batches (short chains of dependent memory round
  * trips: small-batch decode is latency-bound), 256 for large ones (fewer partials to merge).
@@ -1208,11 +1208,12 @@ void attention_launch_ch(const struct pk_dims *d, const float *q, const void *po
 	}
 }
 
-/* Whole GQA groups a block: GM = 4 for groups of up to 4 heads (Llama's), else PK_ATTN_GMAX.
- * The kernel's per-head loops are unrolled GM times and predicated past G, and a predicated-off
- * instruction still issues: with GM = 8, half of a Llama block's chain did nothing (H100,
- * 2026-11-22, GM 4 against 8: Llama-3.1-8B batch 8 ctx 4096 10.07 -> 9.12 ms, batch 64 35.0
- * -> 22.9; Llama-3.2-1B batch 64 ctx 4096 8.55 -> 5.69). */
+/* Whole GQA groups a block: GM = 4 for groups of up to 4 heads (Llama's), 6 for up to 6
+ * (Qwen2.5-1.5B's), else PK_ATTN_GMAX. The kernel's per-head loops are unrolled GM times and
+ * predicated past G, and a predicated-off instruction still issues: with GM = 8, half of a
+ * Llama block's chain did nothing. H100, 2026-11-22, against GM = 8: Llama-3.1-8B batch 8 ctx
+ * 4096 10.04 -> 9.09 ms, batch 64 35.0 -> 22.9; Llama-3.2-1B batch 64 ctx 4096 8.56 -> 5.70;
+ * Qwen2.5-1.5B (GM 6) batch 8 ctx 4096 2.98 -> 2.82, batch 64 9.15 -> 8.70. */
 template <typename T, int HD, int CH>
 static void attention_groups(const struct pk_dims *d, const float *q, const void *pool, int layer,
 			     const struct pk_step_batch *b, int bucket, int max_splits,
@@ -1220,6 +1221,9 @@ static void attention_groups(const struct pk_dims *d, const float *q, const void
 {
 	if (d->n_heads / d->n_kv <= 4)
 		attention_launch_ch<T, HD, CH, 4>(d, q, pool, layer, b, bucket, max_splits, ws_o,
+						  ws_ml, out, pdl, st);
+	else if (d->n_heads / d->n_kv <= 6)
+		attention_launch_ch<T, HD, CH, 6>(d, q, pool, layer, b, bucket, max_splits, ws_o,
 						  ws_ml, out, pdl, st);
 	else
 		attention_launch_ch<T, HD, CH, PK_ATTN_GMAX>(d, q, pool, layer, b, bucket,
