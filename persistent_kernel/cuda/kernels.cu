@@ -40,9 +40,10 @@ bool pdl_on(void)
  * their prologue), and it must pdl_wait before touching what earlier kernels wrote (dev.cuh).
  * Only the fused path chains kernels this way: there every kernel of a step is one of these,
  * each waits before it reads, and the step begins and ends with ordinary launches (k_embed,
- * k_done), so nothing starts early across a step boundary. Beside cuBLAS (the unfused path) the launches stay ordinary and no kernel triggers:
- * with the attribute on qkv_post/attention/merge there, prefill steps gave wrong logits in 3 of
- * the GPU suite's 14 checks (H100, 2026-11-22; not isolated further).
+ * k_done), so nothing starts early across a step boundary. Beside cuBLAS (the unfused path)
+ * the launches stay ordinary and no kernel triggers: with the attribute on
+ * qkv_post/attention/merge there, prefill steps gave wrong logits in 3 of the GPU suite's 14
+ * checks (H100, 2026-11-22; not isolated further).
  * Inside stream capture the attribute records a programmatic graph edge; device-launched graphs
  * accept them (tests/gpu: test_pk_devlaunch). */
 template <typename... P, typename... A>
@@ -515,10 +516,10 @@ __global__ void __launch_bounds__(256, GEMV1_BLOCKS_PER_SM) k_gemv1(struct pk_sk
 		live = a.n_rows ? *a.n_rows > 0 : 1;
 		src = a.gather ? a.gather[0] : 0;
 #pragma unroll
-		for (int i = 0; i < XI; i++)
-			nwv[i] = k0 + i * 2048 < K
-					 ? __ldg(reinterpret_cast<const uint4 *>(nw + k0 + i * 2048))
-					 : make_uint4(0, 0, 0, 0);
+		for (int i = 0; i < XI; i++) {
+			const uint4 *p = reinterpret_cast<const uint4 *>(nw + k0 + i * 2048);
+			nwv[i] = k0 + i * 2048 < K ? __ldg(p) : make_uint4(0, 0, 0, 0);
+		}
 	}
 	/* The trigger comes after the loads, not at entry: with it at entry, ptxas (CUDA 13.0)
 	 * scheduled griddepcontrol.wait right after it and every weight load below the wait (seen

@@ -476,7 +476,8 @@ static void test_attention(uint64_t *rng, int bf16, int hd, int n_heads, int n_k
 	snprintf(what, sizeof(what), "  paged KV append (whole pool, pages scrambled)");
 	report(what, gt_rel(pg, pref, pool_n), bf16 ? 5e-3 : 1e-4);
 	if (one)
-		snprintf(what, sizeof(what), "paged attention %s hd=%d %d/%d heads, one token ctx %d",
+		snprintf(what, sizeof(what),
+			 "paged attention %s hd=%d %d/%d heads, one token ctx %d",
 			 bf16 ? "bf16" : "f32", hd, n_heads, n_kv, p0 + 1);
 	else
 		snprintf(what, sizeof(what), "paged attention %s hd=%d ctx %d/%d..%d/%d",
