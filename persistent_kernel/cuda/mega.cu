@@ -156,28 +156,6 @@ __device__ __forceinline__ void fence_proxy_async(void)
 	asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
 }
 
-__device__ __forceinline__ unsigned ld_acquire(const unsigned *p)
-{
-	unsigned v;
-	asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-	return v;
-}
-
-__device__ __forceinline__ void add_release(unsigned *p, unsigned v)
-{
-	asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
-}
-
-__device__ __forceinline__ unsigned add_acq_rel(unsigned *p, unsigned v)
-{
-	unsigned old;
-	asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], %2;"
-		     : "=r"(old)
-		     : "l"(p), "r"(v)
-		     : "memory");
-	return old;
-}
-
 /* Barrier of the 16 consumer warps only (the producer warp never joins it). */
 __device__ __forceinline__ void cons_sync(void)
 {

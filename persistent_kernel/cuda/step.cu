@@ -43,6 +43,7 @@ struct pk_step {
 	void *samp_w; /* pk_k_sample_scratch: sampling weights and pass-1 partials */
 	float *ss;        /* (max_tokens, ss_ld) partial sums of squares of h (fused path) */
 	int ss_ld;
+	unsigned *bar;    /* the batch-1 chain's grid barrier (pk_k_chain), zero at create */
 	int fused_ok;     /* shapes allow the tensor-core skinny path */
 	int getenv_unfused; /* PK_STEP_UNFUSED=1: always the unfused path (A/B checks) */
 	struct pk_mega *mega; /* small buckets in one launch; NULL when the shape is not covered */
@@ -258,6 +259,7 @@ static int alloc_common(struct pk_step *s, const struct mdl_config *cfg,
 		{(void **)&s->ws_ml, 4 * T * cfg->n_heads * s->max_splits * 2, "attn ws"},
 		{(void **)&s->samp_w, pk_k_sample_scratch((int)V, (int)S), "sampling scratch"},
 		{(void **)&s->ss, 4 * T * ((H + 7) / 8), "norm partials"},
+		{(void **)&s->bar, 2 * sizeof(unsigned), "grid barrier"},
 		{&s->xn, s->esz * T * H, "scratch xn"},
 		{&s->attn, s->esz * T * AD, "scratch attn"},
 		{&s->act, s->esz * T * I, "scratch act"},
@@ -271,6 +273,7 @@ static int alloc_common(struct pk_step *s, const struct mdl_config *cfg,
 	cudaMemset(s->attn, 0, s->esz * T * AD);
 	cudaMemset(s->act, 0, s->esz * T * I);
 	cudaMemset(s->xl, 0, s->esz * L * H);
+	cudaMemset(s->bar, 0, 2 * sizeof(unsigned));
 
 	float inv[128];
 	rope_inv_freq(cfg, inv);
@@ -374,9 +377,9 @@ extern "C" void pk_step_destroy(struct pk_step *s)
 	if (!s)
 		return;
 	pk_mega_destroy(s->mega);
-	void *bufs[] = {s->ss, s->samp_w, s->h, s->delta, s->qkv, s->q, s->gu, s->ws_o, s->ws_ml, s->xn, s->attn,
-			s->act, s->xl, s->inv_freq, s->kv, s->b_arena, s->cublas_ws, s->embed,
-			s->final_norm};
+	void *bufs[] = {s->ss, s->bar, s->samp_w, s->h, s->delta, s->qkv, s->q, s->gu, s->ws_o,
+			s->ws_ml, s->xn, s->attn, s->act, s->xl, s->inv_freq, s->kv, s->b_arena,
+			s->cublas_ws, s->embed, s->final_norm};
 	for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
 		if (bufs[i])
 			cudaFree(bufs[i]);
@@ -570,58 +573,109 @@ extern "C" int pk_step_bucket(const struct pk_step *s, int n_tokens)
 	return b < s->o.max_tokens ? b : s->o.max_tokens;
 }
 
+/* The fused path's GEMV arguments (pk_skinny) for each matrix of layer l, M = bucket rows. */
+static struct pk_skinny norm_in(const struct pk_step *s, const void *W, int N, const void *nw,
+				int M, int n_parts)
+{
+	struct pk_skinny a;
+	memset(&a, 0, sizeof(a));
+	a.W = W, a.N = N, a.K = s->d.hidden, a.M = M;
+	a.h = s->h, a.ldh = s->d.hidden, a.nw = nw, a.ss = s->ss, a.ss_ld = s->ss_ld;
+	a.n_parts = n_parts, a.n_rows = s->b.n_tokens, a.eps = s->d.eps;
+	return a;
+}
+
+static struct pk_skinny qkv_args(const struct pk_step *s, int l, int M, int n_parts)
+{
+	const struct pk_dims *d = &s->d;
+	int QKV = (d->n_heads + 2 * d->n_kv) * d->head_dim;
+	struct pk_skinny a = norm_in(s, s->lw[l].wqkv, QKV, s->lw[l].attn_norm, M, n_parts);
+	a.y = s->qkv, a.ldy = QKV;
+	return a;
+}
+
+static struct pk_skinny gu_args(const struct pk_step *s, int l, int M, int n_parts)
+{
+	struct pk_skinny a = norm_in(s, s->lw[l].wgu, s->d.inter, s->lw[l].mlp_norm, M, n_parts);
+	a.act = s->act, a.ldact = s->d.inter;
+	return a;
+}
+
+/* the residual add: y = h += W x, and the norm partials of the new h */
+static struct pk_skinny acc_args(const struct pk_step *s, const void *W, int K, const void *x,
+				 int M)
+{
+	struct pk_skinny a;
+	memset(&a, 0, sizeof(a));
+	a.W = W, a.N = s->d.hidden, a.K = K, a.M = M, a.x = x, a.ldx = K;
+	a.y = s->h, a.ldy = s->d.hidden, a.ss_out = s->ss, a.ss_ld = s->ss_ld;
+	return a;
+}
+
+/* The LM head over nl logit rows (fewer than the bucket's rows when only some tokens want
+ * logits: gathered through logit_tok); n_parts: partials of the last residual add. */
+static struct pk_skinny lm_args(const struct pk_step *s, int nl, int n_parts)
+{
+	struct pk_skinny a = norm_in(s, s->lm_head, s->d.vocab, s->final_norm, nl, n_parts);
+	a.gather = s->b.logit_tok, a.n_rows = s->b.n_logits;
+	a.y = s->b.logits, a.ldy = s->d.vocab;
+	return a;
+}
+
 /* bf16 and bucket <= 16: the residual add lives in the O/down GEMM epilogues (which also leave
  * deterministic sum-of-squares partials), RMSNorm in the QKV/gate-up/LM-head GEMM prologues, and
- * SwiGLU in the gate-up epilogue: 6 kernels a layer (7 when a context needs split-K merging). */
+ * SwiGLU in the gate-up epilogue: 6 kernels a layer (7 when a context needs split-K merging).
+ * Bucket 1 runs O, gate/up, down and the next QKV (or the LM head) as one chained launch
+ * (pk_k_chain): 4 kernels a layer. */
 static int record_fused(struct pk_step *s, int bucket, int nl, cudaStream_t st)
 {
 	const struct pk_dims *d = &s->d;
 	const struct pk_step_batch *b = &s->b;
 	enum pk_step_dtype dt = s->o.dtype;
-	int H = d->hidden, QD = d->n_heads * d->head_dim;
-	int QKV = (d->n_heads + 2 * d->n_kv) * d->head_dim, I = d->inter;
+	int H = d->hidden, QD = d->n_heads * d->head_dim, L = d->n_layers;
 	int parts = pk_k_skinny_parts(H, bucket), rc;
 	if ((rc = pk_k_embed(dt, s->embed, H, b->tok_id, b->n_tokens, bucket, s->h, s->ss, s->ss_ld,
 			     st)))
 		return rc;
-	for (int l = 0; l < d->n_layers; l++) {
-		const struct pk_layer_w *w = &s->lw[l];
-		struct pk_skinny a;
-		memset(&a, 0, sizeof(a));
-		a.W = w->wqkv, a.N = QKV, a.K = H, a.M = bucket;
-		a.h = s->h, a.ldh = H, a.nw = w->attn_norm, a.ss = s->ss, a.ss_ld = s->ss_ld;
-		a.n_parts = l ? parts : 1, a.n_rows = b->n_tokens, a.eps = d->eps;
-		a.y = s->qkv, a.ldy = QKV;
+	struct pk_skinny a;
+	if (L) {
+		a = qkv_args(s, 0, bucket, 1); /* the embedding wrote one partial */
 		rc = pk_k_skinny(&a, PK_IN_NORM, PK_OUT_Y, st);
-		rc = rc ? rc : pk_k_qkv_post(dt, d, s->qkv, w->bqkv, w->qn, w->kn, s->inv_freq, b,
-					     bucket, s->kv, l, s->q, 1, st);
+	}
+	for (int l = 0; l < L && !rc; l++) {
+		const struct pk_layer_w *w = &s->lw[l];
+		rc = pk_k_qkv_post(dt, d, s->qkv, w->bqkv, w->qn, w->kn, s->inv_freq, b, bucket,
+				   s->kv, l, s->q, 1, st);
 		rc = rc ? rc : pk_k_attention(dt, d, s->q, s->kv, l, b, bucket, s->max_splits,
 					      s->ws_o, s->ws_ml, s->attn, 1, st);
-		memset(&a, 0, sizeof(a));
-		a.W = w->wo, a.N = H, a.K = QD, a.M = bucket, a.x = s->attn, a.ldx = QD;
-		a.y = s->h, a.ldy = H, a.ss_out = s->ss, a.ss_ld = s->ss_ld;
-		rc = rc ? rc : pk_k_skinny(&a, PK_IN_X, PK_OUT_ACC, st);
-		memset(&a, 0, sizeof(a));
-		a.W = w->wgu, a.N = I, a.K = H, a.M = bucket;
-		a.h = s->h, a.ldh = H, a.nw = w->mlp_norm, a.ss = s->ss, a.ss_ld = s->ss_ld;
-		a.n_parts = parts, a.n_rows = b->n_tokens, a.eps = d->eps;
-		a.act = s->act, a.ldact = I;
-		rc = rc ? rc : pk_k_skinny(&a, PK_IN_NORM, PK_OUT_SWIGLU, st);
-		memset(&a, 0, sizeof(a));
-		a.W = w->wdown, a.N = H, a.K = I, a.M = bucket, a.x = s->act, a.ldx = I;
-		a.y = s->h, a.ldy = H, a.ss_out = s->ss, a.ss_ld = s->ss_ld;
-		rc = rc ? rc : pk_k_skinny(&a, PK_IN_X, PK_OUT_ACC, st);
 		if (rc)
-			return rc;
+			break;
+		if (bucket == 1) {
+			/* the chain sets the n_parts of the partials it writes itself */
+			struct pk_chain c;
+			c.o = acc_args(s, w->wo, QD, s->attn, 1);
+			c.gu = gu_args(s, l, 1, 0);
+			c.down = acc_args(s, w->wdown, d->inter, s->act, 1);
+			c.next = l + 1 < L ? qkv_args(s, l + 1, 1, 0) : lm_args(s, nl, 0);
+			c.bar = s->bar;
+			rc = pk_k_chain(&c, s->o.sched_sms, st);
+			continue;
+		}
+		a = acc_args(s, w->wo, QD, s->attn, bucket);
+		rc = pk_k_skinny(&a, PK_IN_X, PK_OUT_ACC, st);
+		a = gu_args(s, l, bucket, parts);
+		rc = rc ? rc : pk_k_skinny(&a, PK_IN_NORM, PK_OUT_SWIGLU, st);
+		a = acc_args(s, w->wdown, d->inter, s->act, bucket);
+		rc = rc ? rc : pk_k_skinny(&a, PK_IN_X, PK_OUT_ACC, st);
+		if (!rc && l + 1 < L) {
+			a = qkv_args(s, l + 1, bucket, parts);
+			rc = pk_k_skinny(&a, PK_IN_NORM, PK_OUT_Y, st);
+		}
 	}
-	struct pk_skinny a;
-	memset(&a, 0, sizeof(a));
-	a.W = s->lm_head, a.N = d->vocab, a.K = H, a.M = nl;
-	a.h = s->h, a.ldh = H, a.nw = s->final_norm, a.ss = s->ss, a.ss_ld = s->ss_ld;
-	/* the LM head's rows (nl) may be fewer than the bucket: partials came from bucket-row GEMMs */
-	a.n_parts = d->n_layers ? parts : 1, a.gather = b->logit_tok, a.n_rows = b->n_logits;
-	a.eps = d->eps, a.y = b->logits, a.ldy = d->vocab;
-	rc = pk_k_skinny(&a, PK_IN_NORM, PK_OUT_Y, st);
+	if (!rc && (bucket > 1 || !L)) {
+		a = lm_args(s, nl, L ? parts : 1);
+		rc = pk_k_skinny(&a, PK_IN_NORM, PK_OUT_Y, st);
+	}
 	rc = rc ? rc : pk_k_sample(b, d->vocab, s->o.max_seqs, s->samp_w, 1, st);
 	rc = rc ? rc : pk_k_done(b->done, st);
 	return rc;

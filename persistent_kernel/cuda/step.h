@@ -66,6 +66,10 @@ struct pk_step_opts {
 	int max_logits;         /* most logit rows one step computes (>= max_seqs) */
 	int max_ctx;            /* longest context a sequence may reach (positions) */
 	int progress;           /* 1: draw an upload progress bar on stderr when it is a terminal */
+	int sched_sms;          /* SMs a resident kernel (the persistent scheduler, DESIGN.md
+				 * --sched-sms) may hold while steps run; 0 is taken as 1. The
+				 * batch-1 chain's grid barrier needs all its blocks resident, so its
+				 * grid leaves these SMs' share out. */
 };
 
 /* The batch descriptor: device arrays at addresses fixed at create. Token i of the step is token
