@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * persistent_kernel/cuda/dev.cuh: small device helpers shared by the step's kernels
- * (kernels.cu) and the decode megakernel (mega.cu): storage-type conversion, 16-byte vector
- * unpacking, streaming loads, cross-block flags, warp reductions. CUDA C++ only; everything is
- * inline and lives in namespace pk_dev.
+ * persistent_kernel/cuda/dev.cuh: small device helpers of the step's kernels (kernels.cu):
+ * storage-type conversion, 16-byte vector unpacking, streaming loads, programmatic dependent
+ * launch, cross-block flags, warp reductions. CUDA C++ only; everything is inline and lives in
+ * namespace pk_dev.
  */
 #ifndef OFFPATH_PK_CUDA_DEV_CUH
 #define OFFPATH_PK_CUDA_DEV_CUH
@@ -78,6 +78,14 @@ __device__ __forceinline__ void pdl_wait()
 	asm volatile("griddepcontrol.wait;" ::: "memory");
 }
 
+/* Nanoseconds of the GPU's global timer. */
+__device__ __forceinline__ unsigned long long globaltimer_ns(void)
+{
+	unsigned long long t;
+	asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+	return t;
+}
+
 /* Cross-block flags and counters (gpu scope; the caller comments what each one orders). */
 __device__ __forceinline__ unsigned ld_acquire(const unsigned *p)
 {
@@ -86,24 +94,9 @@ __device__ __forceinline__ unsigned ld_acquire(const unsigned *p)
 	return v;
 }
 
-__device__ __forceinline__ void st_release(unsigned *p, unsigned v)
-{
-	asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
-}
-
 __device__ __forceinline__ void add_release(unsigned *p, unsigned v)
 {
 	asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
-}
-
-__device__ __forceinline__ unsigned add_acq_rel(unsigned *p, unsigned v)
-{
-	unsigned old;
-	asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], %2;"
-		     : "=r"(old)
-		     : "l"(p), "r"(v)
-		     : "memory");
-	return old;
 }
 
 __device__ __forceinline__ float warp_sum(float v)

@@ -72,9 +72,8 @@ __device__ void trace(int kind, int phase, int variant = 0)
 {
 	if (threadIdx.x | threadIdx.y | threadIdx.z)
 		return;
-	unsigned long long t;
+	unsigned long long t = globaltimer_ns();
 	unsigned sm;
-	asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
 	asm("mov.u32 %0, %%smid;" : "=r"(sm));
 	unsigned i = atomicAdd(&tr_n, 1u);
 	if (i >= PK_TRACE_CAP)
@@ -711,7 +710,12 @@ __global__ void __launch_bounds__(256, GEMV1_BLOCKS_PER_SM) k_gemv1(struct pk_sk
  * on. The last block to leave the kernel zeroes both counters: every other block has passed
  * its last wait before it counts its exit, and the next launch that uses them reaches its first
  * wait only after pdl_wait, i.e. after this grid has completed. Requires every block of the
- * grid to be resident at once (pk_k_chain sizes the grid). */
+ * grid to be resident at once (pk_k_chain sizes the grid); if one never arrives, the wait traps
+ * after PK_CHAIN_TIMEOUT_NS (the step fails with an error instead of hanging). Measured and not
+ * kept: arrivals spread over 8 or 32 counters in separate L2 lines, zeroed by k_done (slower:
+ * 8-32 polled lines a block), polling with relaxed loads and one fence after (slower). */
+#define PK_CHAIN_TIMEOUT_NS 2000000000ull /* 2 s: far beyond any step */
+
 __device__ __forceinline__ void grid_arrive(unsigned *bar)
 {
 	__syncthreads();
@@ -721,9 +725,12 @@ __device__ __forceinline__ void grid_arrive(unsigned *bar)
 
 __device__ __forceinline__ void grid_wait(const unsigned *bar, unsigned k)
 {
-	if (threadIdx.x == 0)
+	if (threadIdx.x == 0) {
+		unsigned long long t0 = globaltimer_ns();
 		while (ld_acquire(bar) < k * gridDim.x)
-			;
+			if (globaltimer_ns() - t0 > PK_CHAIN_TIMEOUT_NS)
+				__trap();
+	}
 	__syncthreads();
 }
 

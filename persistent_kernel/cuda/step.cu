@@ -18,7 +18,6 @@ extern "C" {
 #include "mdl.h"
 }
 #include "step.h"
-#include "mega.h"
 #include "step_pvt.h"
 
 struct pk_step {
@@ -46,9 +45,6 @@ struct pk_step {
 	unsigned *bar;    /* the batch-1 chain's grid barrier (pk_k_chain), zero at create */
 	int fused_ok;     /* shapes allow the tensor-core skinny path */
 	int getenv_unfused; /* PK_STEP_UNFUSED=1: always the unfused path (A/B checks) */
-	struct pk_mega *mega; /* small buckets in one launch; NULL when the shape is not covered */
-	int getenv_mega;      /* PK_STEP_MEGA=1: the megakernel for small buckets (opt-in while it
-			       * is slower than the fused path; docs/gpu-step.md) */
 	void *xn, *attn, *act, *xl;
 	int max_splits;
 	cublasHandle_t cublas;
@@ -206,7 +202,6 @@ static int alloc_common(struct pk_step *s, const struct mdl_config *cfg,
 	s->max_splits = pk_attn_max_splits(o->max_ctx);
 	s->ss_ld = (cfg->hidden + 7) / 8;
 	s->getenv_unfused = getenv("PK_STEP_UNFUSED") && atoi(getenv("PK_STEP_UNFUSED"));
-	s->getenv_mega = getenv("PK_STEP_MEGA") && atoi(getenv("PK_STEP_MEGA"));
 	s->fused_ok = o->dtype == PK_STEP_BF16 && cfg->hidden % 32 == 0 &&
 		      cfg->intermediate % 32 == 0 && (cfg->n_heads * cfg->head_dim) % 32 == 0;
 
@@ -348,35 +343,10 @@ static int alloc_kv(struct pk_step *s, char *err, size_t errlen)
 			 "KV pool (lower --kv-memory)");
 }
 
-/* The megakernel for buckets up to PK_MEGA_MAX_M, when the shapes allow it (bf16, the fused
- * path's shapes, a GPU with TMA); otherwise small buckets keep the per-kernel fused path. */
-static int mega_init(struct pk_step *s, char *err, size_t errlen)
-{
-	if (!s->fused_ok || !s->getenv_mega)
-		return 0;
-	struct pk_mega_model mm;
-	memset(&mm, 0, sizeof(mm));
-	mm.d = s->d;
-	mm.lw = s->lw;
-	mm.embed = s->embed, mm.final_norm = s->final_norm, mm.lm_head = s->lm_head;
-	mm.inv_freq = s->inv_freq, mm.kv = s->kv, mm.b = &s->b;
-	int m = s->o.max_tokens < PK_MEGA_MAX_M ? s->o.max_tokens : PK_MEGA_MAX_M;
-	char why[160];
-	int rc = pk_mega_create(&s->mega, &mm, m, why, sizeof(why));
-	if (rc == -ENOTSUP) {
-		s->mega = NULL;
-		return 0;
-	}
-	if (rc)
-		pk_set_err(err, errlen, "%s", why);
-	return rc;
-}
-
 extern "C" void pk_step_destroy(struct pk_step *s)
 {
 	if (!s)
 		return;
-	pk_mega_destroy(s->mega);
 	void *bufs[] = {s->ss, s->bar, s->samp_w, s->h, s->delta, s->qkv, s->q, s->gu, s->ws_o,
 			s->ws_ml, s->xn, s->attn, s->act, s->xl, s->inv_freq, s->kv, s->b_arena,
 			s->cublas_ws, s->embed, s->final_norm};
@@ -461,7 +431,7 @@ extern "C" int pk_step_create(struct pk_step **out, const struct mdl *m,
 	}
 	cudaFreeHost(s->stage);
 	s->stage = NULL;
-	if ((rc = alloc_kv(s, err, errlen)) || (rc = mega_init(s, err, errlen)))
+	if ((rc = alloc_kv(s, err, errlen)))
 		goto fail;
 	*out = s;
 	return 0;
@@ -524,8 +494,6 @@ extern "C" int pk_step_create_random(struct pk_step **out, const struct mdl_conf
 		rc = -EIO;
 		goto fail;
 	}
-	if ((rc = mega_init(s, err, errlen)))
-		goto fail;
 	*out = s;
 	return 0;
 fail:
@@ -685,8 +653,6 @@ extern "C" const char *pk_step_path(const struct pk_step *s, int bucket)
 {
 	if (s->getenv_unfused)
 		return "unfused";
-	if (s->mega && s->getenv_mega && bucket <= pk_mega_max_m(s->mega))
-		return "mega";
 	return s->fused_ok && bucket <= 16 ? "fused" : "unfused";
 }
 
@@ -703,11 +669,6 @@ extern "C" int pk_step_record(struct pk_step *s, int bucket, cudaStream_t st)
 		return -EINVAL;
 	if (cublasSetStream(s->cublas, st) != CUBLAS_STATUS_SUCCESS)
 		return -EIO;
-	if (!strcmp(pk_step_path(s, bucket), "mega")) {
-		rc = pk_mega_record(s->mega, bucket, st);
-		rc = rc ? rc : pk_k_sample(b, d->vocab, s->o.max_seqs, s->samp_w, 0, st);
-		return rc ? rc : pk_k_done(b->done, st);
-	}
 	if (!strcmp(pk_step_path(s, bucket), "fused"))
 		return record_fused(s, bucket, nl, st);
 	/* splits needed for this bucket's contexts are bounded by max_ctx */

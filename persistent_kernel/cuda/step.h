@@ -125,10 +125,9 @@ size_t pk_step_kv_bytes_per_token(const struct pk_step *s);
 /* The smallest supported bucket >= n_tokens (1, 2, 4, 8, 16, ... up to max_tokens), or -EINVAL. */
 int pk_step_bucket(const struct pk_step *s, int n_tokens);
 
-/* Which kernels a step of this bucket runs: "fused" (per-kernel skinny GEMMs with fused norms,
- * bf16 buckets <= 16), "unfused" (cuBLAS + separate kernels), or with env PK_STEP_MEGA=1 "mega"
- * (one persistent launch, buckets <= 4, bf16, Hopper; opt-in while slower). Env
- * PK_STEP_UNFUSED=1 forces the unfused path. */
+/* Which kernels a step of this bucket runs: "fused" (skinny GEMMs with fused norms, bf16 buckets
+ * <= 16; bucket 1 chains a layer's GEMVs in one launch) or "unfused" (cuBLAS + separate
+ * kernels). Env PK_STEP_UNFUSED=1 forces the unfused path. */
 const char *pk_step_path(const struct pk_step *s, int bucket);
 
 /* Enqueue one step for a batch of at most `bucket` tokens on stream st. Launches only (no sync, no

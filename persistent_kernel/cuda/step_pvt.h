@@ -48,7 +48,7 @@ struct pk_dims {
 };
 
 /* snprintf into err (when err and errlen are non-zero): the "<what>: <problem>" of a failed
- * create, for pk_step and the megakernel alike. */
+ * create. */
 void pk_set_err(char *err, size_t errlen, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 

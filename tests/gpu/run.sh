@@ -90,10 +90,6 @@ if [ $ONLY_BENCH = 0 ]; then
 			fi
 			run "step $arch small $dt: vs HF, cpu, mixed" step-$arch-$dt.log \
 				"$B/tests/gpu/test_pk_step" --model $d --dtype $dt --ref $d/ref.bin --mixed $extra
-			# buckets <= 4 through the decode megakernel (opt-in path) against the same refs
-			[ $dt = bf16 ] && run "step $arch small bf16, megakernel: vs HF, mixed" \
-				step-$arch-mega.log env PK_STEP_MEGA=1 \
-				"$B/tests/gpu/test_pk_step" --model $d --dtype $dt --ref $d/ref.bin --mixed $extra
 		done
 	done
 	# the same bf16 model on the unfused path everywhere (A/B for the fused skinny-GEMM path)
@@ -112,8 +108,6 @@ if [ $ONLY_BENCH = 0 ]; then
 	fi
 	run "device graph launch from a device-launched kernel" devlaunch.log \
 		"$B/tests/gpu/test_pk_devlaunch" $M/llama-small-bf16 bf16
-	run "device graph launch, megakernel step" devlaunch-mega.log \
-		env PK_STEP_MEGA=1 "$B/tests/gpu/test_pk_devlaunch" $M/llama-small-bf16 bf16
 fi
 
 if [ $BENCH = 1 ]; then
