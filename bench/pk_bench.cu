@@ -223,10 +223,7 @@ static const char *tr_name(const tr_inst &x)
 	const char *v[] = {"x->y",    "x->acc",    "x->swiglu",   "?",
 			   "norm->y", "norm->acc", "norm->swiglu"};
 	switch (x.kind) {
-	case PK_TR_GEMV1: /* variant 8 + ...: a pass of the batch-1 chain */
-		snprintf(b, sizeof(b), "%s %s", x.variant & 8 ? "chain" : "gemv1",
-			 v[x.variant % 8 % 7]);
-		break;
+	case PK_TR_GEMV1: snprintf(b, sizeof(b), "gemv1 %s", v[x.variant % 7]); break;
 	case PK_TR_QKV_POST: return "qkv_post";
 	case PK_TR_ATTN: return "attention";
 	case PK_TR_MERGE: return "attn merge";

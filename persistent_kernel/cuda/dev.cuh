@@ -2,7 +2,7 @@
 /*
  * persistent_kernel/cuda/dev.cuh: small device helpers of the step's kernels (kernels.cu):
  * storage-type conversion, 16-byte vector unpacking, streaming loads, programmatic dependent
- * launch, cross-block flags, warp reductions. CUDA C++ only; everything is inline and lives in
+ * launch, warp reductions. CUDA C++ only; everything is inline and lives in
  * namespace pk_dev.
  */
 #ifndef OFFPATH_PK_CUDA_DEV_CUH
@@ -76,27 +76,6 @@ __device__ __forceinline__ void pdl_trigger()
 __device__ __forceinline__ void pdl_wait()
 {
 	asm volatile("griddepcontrol.wait;" ::: "memory");
-}
-
-/* Nanoseconds of the GPU's global timer. */
-__device__ __forceinline__ unsigned long long globaltimer_ns(void)
-{
-	unsigned long long t;
-	asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-	return t;
-}
-
-/* Cross-block flags and counters (gpu scope; the caller comments what each one orders). */
-__device__ __forceinline__ unsigned ld_acquire(const unsigned *p)
-{
-	unsigned v;
-	asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-	return v;
-}
-
-__device__ __forceinline__ void add_release(unsigned *p, unsigned v)
-{
-	asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
 }
 
 __device__ __forceinline__ float warp_sum(float v)

@@ -72,8 +72,9 @@ __device__ void trace(int kind, int phase, int variant = 0)
 {
 	if (threadIdx.x | threadIdx.y | threadIdx.z)
 		return;
-	unsigned long long t = globaltimer_ns();
+	unsigned long long t;
 	unsigned sm;
+	asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
 	asm("mov.u32 %0, %%smid;" : "=r"(sm));
 	unsigned i = atomicAdd(&tr_n, 1u);
 	if (i >= PK_TRACE_CAP)
@@ -462,34 +463,40 @@ static int sm_count(void)
 
 /* One token (M = 1): y = W x streamed at the weights' bandwidth, with the same fused
  * prologue/epilogue as k_skinny and no tensor cores (a 1-row MMA wastes 15/16 of each load
- * slot's work and measured slower). One pass over one matrix by the first nblk blocks of a grid
- * (at most what the GPU holds at once, gemv1_blocks: no second wave, whose start would cost
- * another DRAM round trip): warp gw of the GW = 8 nblk takes rows gw, gw + GW, ... (with SwiGLU
- * the pair gate n, up N + n) and walks the 256-element column slices of its rows as one flat
- * sequence, PF slices a row-stream in flight in a ring of registers, so that the next row's
- * weights are on their way while a row is reduced. begin() issues the first PF loads and reads
- * nothing any kernel or pass writes, so it runs before the wait for the input (pdl_wait, or
- * the chain's grid barrier); stage() puts x (for PK_IN_NORM the RMSNorm of h, rounded to bf16
- * like the unfused path) in shared memory; run() consumes. ACC partials: one per block, its
- * warps' sums of squares added in a fixed order. Every member is called by all threads of the
- * block (stage and run contain block barriers). */
-template <int IN, int OUT> struct gemv1_pass {
-	static constexpr int R = OUT == PK_OUT_SWIGLU ? 2 : 1;
-	static constexpr int PF = 8 / R;
-	/* x slices a thread normalizes from registers (more: K > 4096) */
-	static constexpr int XI = 2;
-	uint4 buf[PF][R];
-	uint4 nwv[XI];
-	const bf16 *lp; /* the load cursor: row lrow, this lane's element lk of it at lp */
-	int lrow, lk, in, GW, total, live, src;
+ * slot's work and measured slower). The grid is at most what the GPU holds at once
+ * (gemv1_grid: no second wave, whose start would cost another DRAM round trip); warp gw of the
+ * GW in the grid takes rows gw, gw + GW, ... (with SwiGLU the pair gate n, up N + n) and walks
+ * the 256-element column slices of its rows as one flat sequence, PF slices a row-stream in
+ * flight in a ring of registers, so that the next row's weights are on their way while a row
+ * is reduced. The first PF loads are issued before anything else; x (for PK_IN_NORM the
+ * RMSNorm of h, rounded to bf16 like the unfused path) is staged in shared memory meanwhile.
+ * ACC partials: one per block, its warps' sums of squares added in a fixed order. */
+typedef const uint4 *u4p;
 
-	__device__ __forceinline__ void issue(const pk_skinny &a, uint4 (&b)[R])
-	{
-		int lane = threadIdx.x & 31, K = a.K, KI = (K + 255) / 256;
+template <int IN, int OUT>
+__global__ void __launch_bounds__(256, GEMV1_BLOCKS_PER_SM) k_gemv1(struct pk_skinny a)
+{
+	constexpr int R = OUT == PK_OUT_SWIGLU ? 2 : 1;
+	constexpr int PF = 8 / R;
+	extern __shared__ __align__(16) unsigned char gemv1_smem[];
+	bf16 *xs = reinterpret_cast<bf16 *>(gemv1_smem); /* K elements */
+	__shared__ float sqw[8];
+	int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+	int N = a.N, K = a.K, KI = (K + 255) / 256;
+	int GW = gridDim.x * 8, gw = blockIdx.x * 8 + wid;
+	int total = gw < N ? ((N - 1 - gw) / GW + 1) * KI : 0; /* slices this warp walks */
+	const bf16 *W = static_cast<const bf16 *>(a.W);
+	trace(PK_TR_GEMV1, PK_TR_ENTRY, IN * 4 + OUT);
+
+	/* the load cursor: row lrow, this lane's element lk of it at lp (+ N rows for up) */
+	uint4 buf[PF][R];
+	int lrow = gw, lk = lane * 8;
+	size_t upoff = (size_t)N * K;
+	const bf16 *lp = W + (size_t)min(lrow, N - 1) * K + lk;
+	auto issue = [&](uint4(&b)[R]) {
 #pragma unroll
-		for (int r = 0; r < R; r++) /* + N rows for up */
-			b[r] = lrow < a.N && lk < K ? ld_stream(lp + r * (size_t)a.N * K)
-						    : make_uint4(0, 0, 0, 0);
+		for (int r = 0; r < R; r++)
+			b[r] = lrow < N && lk < K ? ld_stream(lp + r * upoff) : make_uint4(0, 0, 0, 0);
 		lk += 256;
 		lp += 256;
 		if (lk - lane * 8 >= K) { /* next row */
@@ -497,293 +504,169 @@ template <int IN, int OUT> struct gemv1_pass {
 			lk = lane * 8;
 			lp += (long long)(GW - 1) * K - (KI * 256 - K);
 		}
+	};
+#pragma unroll
+	for (int j = 0; j < PF; j++)
+		issue(buf[j]);
+	/* nor are the norm weights, the row count and the gather index (the batch descriptor is
+	 * uploaded before the step) */
+	constexpr int XI = 2; /* x slices a thread normalizes from registers (more: K > 4096) */
+	int k0 = threadIdx.x * 8, live = 1, src = 0;
+	uint4 nwv[XI];
+	const bf16 *nw = static_cast<const bf16 *>(a.nw);
+	if (IN == PK_IN_NORM) {
+		live = a.n_rows ? *a.n_rows > 0 : 1;
+		src = a.gather ? a.gather[0] : 0;
+		/* One conditional expression on purpose: the same loads with the address in a
+		 * variable of its own (20c93eb, a line-length edit) compiled to 8 fewer instructions
+		 * in the norm GEMVs and a batch-1 step 16% slower (H100, Qwen2.5-1.5B 1.367 -> 1.589
+		 * ms); check the step time after any edit here, however cosmetic. */
+#pragma unroll
+		for (int i = 0; i < XI; i++)
+			nwv[i] = k0 + i * 2048 < K ? __ldg(reinterpret_cast<u4p>(nw + k0 + i * 2048))
+						   : make_uint4(0, 0, 0, 0);
 	}
-
-	__device__ __forceinline__ void begin(const pk_skinny &a, int nblk)
-	{
-		int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, N = a.N, K = a.K;
-		int KI = (K + 255) / 256, gw = blockIdx.x * 8 + wid;
-		in = blockIdx.x < nblk;
-		GW = nblk * 8;
-		total = in && gw < N ? ((N - 1 - gw) / GW + 1) * KI : 0; /* slices this warp walks */
-		lrow = in ? gw : N;
-		lk = lane * 8;
-		lp = static_cast<const bf16 *>(a.W) + (size_t)min(lrow, N - 1) * K + lk;
-#pragma unroll
-		for (int j = 0; j < PF; j++)
-			issue(a, buf[j]);
-		live = 1, src = 0;
-		if (IN == PK_IN_NORM) {
-			const bf16 *nw = static_cast<const bf16 *>(a.nw);
-			int k0 = threadIdx.x * 8;
-			live = a.n_rows ? *a.n_rows > 0 : 1;
-			src = a.gather ? a.gather[0] : 0;
-#pragma unroll
-			for (int i = 0; i < XI; i++) {
-				const uint4 *p = reinterpret_cast<const uint4 *>(nw + k0 + i * 2048);
-				nwv[i] = k0 + i * 2048 < K ? __ldg(p) : make_uint4(0, 0, 0, 0);
-			}
-		}
-	}
-
-	/* For the norm, the partial sums of squares and this thread's h slices are requested
-	 * together (one L2 round trip; a loop that added the partials one load at a time took
-	 * 2-4 us on the critical path). */
-	__device__ __forceinline__ void stage(const pk_skinny &a, bf16 *xs, float *sqw)
-	{
-		int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, K = a.K;
-		int k0 = threadIdx.x * 8;
-		if (!in)
-			return; /* block-uniform */
-		if (IN == PK_IN_NORM) {
-			const bf16 *nw = static_cast<const bf16 *>(a.nw);
-			const float *hr = a.h + (size_t)src * a.ldh;
-			const float *ss = a.ss + (size_t)src * a.ss_ld;
-			float4 hv[XI][2];
-#pragma unroll
-			for (int i = 0; i < XI; i++) {
-				int k = k0 + i * 2048;
-				hv[i][0] = k < K ? *reinterpret_cast<const float4 *>(hr + k)
-						 : make_float4(0, 0, 0, 0);
-				hv[i][1] = k < K ? *reinterpret_cast<const float4 *>(hr + k + 4)
-						 : make_float4(0, 0, 0, 0);
-			}
-			/* two partials a thread, then warps, then the 8 warp sums: a fixed order */
-			int t = threadIdx.x;
-			float s0 = t < a.n_parts ? ss[t] : 0.0f;
-			float s1 = t + 256 < a.n_parts ? ss[t + 256] : 0.0f;
-			for (int p = t + 512; p < a.n_parts; p += 256)
-				s0 += ss[p];
-			float sw = warp_sum(s0 + s1);
-			if (lane == 0)
-				sqw[wid] = sw;
-			__syncthreads();
-			float sum = 0.0f;
-#pragma unroll
-			for (int i = 0; i < 8; i++)
-				sum += sqw[i];
-			float rs = live ? rsqrtf(sum / (float)K + a.eps) : 0.0f;
-			int ok = live;
-			auto put = [&](int k, float4 h0, float4 h1, uint4 nwu) {
-				float nf[8], h[8] = {h0.x, h0.y, h0.z, h0.w, h1.x, h1.y, h1.z, h1.w};
-				vec16<bf16>::unpack(nwu, nf);
-				uint4 o;
-				o.x = pack2(h[0] * rs * nf[0], h[1] * rs * nf[1]);
-				o.y = pack2(h[2] * rs * nf[2], h[3] * rs * nf[3]);
-				o.z = pack2(h[4] * rs * nf[4], h[5] * rs * nf[5]);
-				o.w = pack2(h[6] * rs * nf[6], h[7] * rs * nf[7]);
-				/* no live row (a padding launch): x is exactly 0 whatever h holds */
-				*reinterpret_cast<uint4 *>(xs + k) = ok ? o : make_uint4(0, 0, 0, 0);
-			};
-#pragma unroll
-			for (int i = 0; i < XI; i++)
-				if (k0 + i * 2048 < K)
-					put(k0 + i * 2048, hv[i][0], hv[i][1], nwv[i]);
-			for (int k = k0 + XI * 2048; k < K; k += 2048)
-				put(k, *reinterpret_cast<const float4 *>(hr + k),
-				    *reinterpret_cast<const float4 *>(hr + k + 4),
-				    __ldg(reinterpret_cast<const uint4 *>(nw + k)));
-		} else {
-			const bf16 *x = static_cast<const bf16 *>(a.x);
-			for (int k = k0; k < K; k += 256 * 8)
-				*reinterpret_cast<uint4 *>(xs + k) =
-					*reinterpret_cast<const uint4 *>(x + k);
-		}
-		__syncthreads();
-	}
-
-	__device__ __forceinline__ void run(const pk_skinny &a, const bf16 *xs, float *sqw)
-	{
-		int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, K = a.K;
-		int KI = (K + 255) / 256;
-		if (!in)
-			return; /* block-uniform */
-		/* consume: row crow, slice cit */
-		int crow = blockIdx.x * 8 + wid, cit = 0;
-		bf16 *act = static_cast<bf16 *>(a.act);
-		float acc[R], sq = 0.0f;
-		float yold = OUT == PK_OUT_ACC && total ? a.y[crow] : 0.0f;
-#pragma unroll
-		for (int r = 0; r < R; r++)
-			acc[r] = 0.0f;
-		for (int t = 0; t < total; t += PF) {
-#pragma unroll
-			for (int j = 0; j < PF; j++) {
-				if (t + j >= total) /* warp-uniform */
-					break;
-				int k = cit * 256 + lane * 8;
-				if (k < K) {
-					float xf[8];
-					vec16<bf16>::unpack(*reinterpret_cast<const uint4 *>(xs + k),
-							    xf);
-#pragma unroll
-					for (int r = 0; r < R; r++) {
-						float wf[8];
-						vec16<bf16>::unpack(buf[j][r], wf);
-#pragma unroll
-						for (int e = 0; e < 8; e++)
-							acc[r] = fmaf(wf[e], xf[e], acc[r]);
-					}
-				}
-				issue(a, buf[j]);
-				if (++cit < KI)
-					continue;
-				/* row crow complete */
-#pragma unroll
-				for (int r = 0; r < R; r++)
-					acc[r] = warp_sum(acc[r]);
-				if (OUT == PK_OUT_Y) {
-					if (lane == 0)
-						a.y[crow] = acc[0];
-				} else if (OUT == PK_OUT_SWIGLU) {
-					float g = acc[0], u = acc[R - 1];
-					float v = g / (1.0f + __expf(-g)) * u;
-					if (lane == 0)
-						act[crow] = __float2bfloat16_rn(v);
-				} else {
-					float nv = yold + acc[0];
-					if (lane == 0)
-						a.y[crow] = nv;
-					sq += nv * nv;
-					if (crow + GW < a.N)
-						yold = a.y[crow + GW];
-				}
-				cit = 0;
-				crow += GW;
-#pragma unroll
-				for (int r = 0; r < R; r++)
-					acc[r] = 0.0f;
-			}
-		}
-		if (OUT == PK_OUT_ACC) {
-			if (lane == 0)
-				sqw[wid] = sq;
-			__syncthreads();
-			if (threadIdx.x == 0) {
-				float sum = 0.0f;
-				for (int i = 0; i < 8; i++)
-					sum += sqw[i];
-				a.ss_out[blockIdx.x] = sum;
-			}
-		}
-	}
-};
-
-/* Blocks of one k_gemv1 pass over N rows when the grid holds cap: no more than needed to give
- * every warp the same number of rows (so that no warp walks a row more than most: 6,144 rows
- * over 4,224 warps would leave 1,920 of them a second row). */
-__host__ __device__ __forceinline__ int gemv1_blocks(int N, int cap)
-{
-	int rows_per_warp = (N + 8 * cap - 1) / (8 * cap);
-	return (N + 8 * rows_per_warp - 1) / (8 * rows_per_warp);
-}
-
-template <int IN, int OUT>
-__global__ void __launch_bounds__(256, GEMV1_BLOCKS_PER_SM) k_gemv1(struct pk_skinny a)
-{
-	extern __shared__ __align__(16) unsigned char gemv1_smem[];
-	bf16 *xs = reinterpret_cast<bf16 *>(gemv1_smem); /* K elements */
-	__shared__ float sqw[8];
-	trace(PK_TR_GEMV1, PK_TR_ENTRY, IN * 4 + OUT);
-	gemv1_pass<IN, OUT> p;
-	p.begin(a, gridDim.x);
 	/* The trigger comes after the loads, not at entry: with it at entry, ptxas (CUDA 13.0)
 	 * scheduled griddepcontrol.wait right after it and every weight load below the wait (seen
 	 * in the SASS: ACQBULK ahead of the LDGs), so no load was in flight before the previous
 	 * kernel ended. Loads, trigger, wait is the order k_skinny has, which the SASS keeps. */
 	pdl_trigger();
-	pdl_wait(); /* the weights in begin() are no kernel's output; everything below may be */
+	pdl_wait(); /* the weights above are no kernel's output; everything below may be */
 	trace(PK_TR_GEMV1, PK_TR_WAITED, IN * 4 + OUT);
-	p.stage(a, xs, sqw);
+
+	/* stage x. For the norm, the partial sums of squares and this thread's h slices are
+	 * requested together (one L2 round trip; a loop that added the partials one load at a time
+	 * took 2-4 us on the critical path). */
+	if (IN == PK_IN_NORM) {
+		const float *hr = a.h + (size_t)src * a.ldh;
+		const float *ss = a.ss + (size_t)src * a.ss_ld;
+		float4 hv[XI][2];
+#pragma unroll
+		for (int i = 0; i < XI; i++) {
+			int k = k0 + i * 2048;
+			hv[i][0] = k < K ? *reinterpret_cast<const float4 *>(hr + k)
+					 : make_float4(0, 0, 0, 0);
+			hv[i][1] = k < K ? *reinterpret_cast<const float4 *>(hr + k + 4)
+					 : make_float4(0, 0, 0, 0);
+		}
+		/* two partials a thread, then warps, then the 8 warp sums: a fixed order */
+		int t = threadIdx.x;
+		float s0 = t < a.n_parts ? ss[t] : 0.0f;
+		float s1 = t + 256 < a.n_parts ? ss[t + 256] : 0.0f;
+		for (int p = t + 512; p < a.n_parts; p += 256)
+			s0 += ss[p];
+		float sw = warp_sum(s0 + s1);
+		if (lane == 0)
+			sqw[wid] = sw;
+		__syncthreads();
+		float sum = 0.0f;
+#pragma unroll
+		for (int i = 0; i < 8; i++)
+			sum += sqw[i];
+		float rs = live ? rsqrtf(sum / (float)K + a.eps) : 0.0f;
+		auto put = [&](int k, float4 h0, float4 h1, uint4 nwu) {
+			float nf[8], h[8] = {h0.x, h0.y, h0.z, h0.w, h1.x, h1.y, h1.z, h1.w};
+			vec16<bf16>::unpack(nwu, nf);
+			uint4 o;
+			o.x = pack2(h[0] * rs * nf[0], h[1] * rs * nf[1]);
+			o.y = pack2(h[2] * rs * nf[2], h[3] * rs * nf[3]);
+			o.z = pack2(h[4] * rs * nf[4], h[5] * rs * nf[5]);
+			o.w = pack2(h[6] * rs * nf[6], h[7] * rs * nf[7]);
+			/* no live row (a padding launch): x is exactly 0 whatever h holds */
+			*reinterpret_cast<uint4 *>(xs + k) = live ? o : make_uint4(0, 0, 0, 0);
+		};
+#pragma unroll
+		for (int i = 0; i < XI; i++)
+			if (k0 + i * 2048 < K)
+				put(k0 + i * 2048, hv[i][0], hv[i][1], nwv[i]);
+		for (int k = k0 + XI * 2048; k < K; k += 2048)
+			put(k, *reinterpret_cast<const float4 *>(hr + k),
+			    *reinterpret_cast<const float4 *>(hr + k + 4),
+			    __ldg(reinterpret_cast<const uint4 *>(nw + k)));
+	} else {
+		const bf16 *x = static_cast<const bf16 *>(a.x);
+		for (int k = k0; k < K; k += 256 * 8)
+			*reinterpret_cast<uint4 *>(xs + k) = *reinterpret_cast<const uint4 *>(x + k);
+	}
+	__syncthreads();
 	trace(PK_TR_GEMV1, PK_TR_STAGED, IN * 4 + OUT);
-	p.run(a, xs, sqw);
+
+	/* consume: row crow, slice cit */
+	int crow = gw, cit = 0;
+	float acc[R], sq = 0.0f;
+	float yold = OUT == PK_OUT_ACC && total ? a.y[crow] : 0.0f;
+#pragma unroll
+	for (int r = 0; r < R; r++)
+		acc[r] = 0.0f;
+	for (int t = 0; t < total; t += PF) {
+#pragma unroll
+		for (int j = 0; j < PF; j++) {
+			if (t + j >= total) /* warp-uniform */
+				break;
+			int k = cit * 256 + lane * 8;
+			if (k < K) {
+				float xf[8];
+				vec16<bf16>::unpack(*reinterpret_cast<const uint4 *>(xs + k), xf);
+#pragma unroll
+				for (int r = 0; r < R; r++) {
+					float wf[8];
+					vec16<bf16>::unpack(buf[j][r], wf);
+#pragma unroll
+					for (int e = 0; e < 8; e++)
+						acc[r] = fmaf(wf[e], xf[e], acc[r]);
+				}
+			}
+			issue(buf[j]);
+			if (++cit < KI)
+				continue;
+			/* row crow complete */
+#pragma unroll
+			for (int r = 0; r < R; r++)
+				acc[r] = warp_sum(acc[r]);
+			if (OUT == PK_OUT_Y) {
+				if (lane == 0)
+					a.y[crow] = acc[0];
+			} else if (OUT == PK_OUT_SWIGLU) {
+				if (lane == 0)
+					static_cast<bf16 *>(a.act)[crow] = __float2bfloat16_rn(
+						acc[0] / (1.0f + __expf(-acc[0])) * acc[R - 1]);
+			} else {
+				float nv = yold + acc[0];
+				if (lane == 0)
+					a.y[crow] = nv;
+				sq += nv * nv;
+				if (crow + GW < N)
+					yold = a.y[crow + GW];
+			}
+			cit = 0;
+			crow += GW;
+#pragma unroll
+			for (int r = 0; r < R; r++)
+				acc[r] = 0.0f;
+		}
+	}
+	if (OUT == PK_OUT_ACC) {
+		if (lane == 0)
+			sqw[wid] = sq;
+		__syncthreads();
+		if (threadIdx.x == 0) {
+			float sum = 0.0f;
+			for (int i = 0; i < 8; i++)
+				sum += sqw[i];
+			a.ss_out[blockIdx.x] = sum;
+		}
+	}
 	trace(PK_TR_GEMV1, PK_TR_EXIT, IN * 4 + OUT);
 }
 
-/* The chain's grid barrier, split in two so that a block's next weight loads are issued
- * between its arrival and its wait: a release fence waits for the thread's outstanding memory
- * operations, so loads issued before the arrival would hold it back by a DRAM round trip
- * (measured: 3-4 us a barrier, against ~1 us for a kernel boundary). bar[0] counts arrivals
- * during one launch, bar[1] exits. Arrive: the block barrier orders every thread's writes ahead
- * of thread 0's release add (cumulativity). Wait for barrier k (1, 2, ...): thread 0 spins
- * until k * gridDim.x blocks have arrived (acquire), then the block barrier passes the acquire
- * on. The last block to leave the kernel zeroes both counters: every other block has passed
- * its last wait before it counts its exit, and the next launch that uses them reaches its first
- * wait only after pdl_wait, i.e. after this grid has completed. Requires every block of the
- * grid to be resident at once (pk_k_chain sizes the grid); if one never arrives, the wait traps
- * after PK_CHAIN_TIMEOUT_NS (the step fails with an error instead of hanging). Measured and not
- * kept: arrivals spread over 8 or 32 counters in separate L2 lines, zeroed by k_done (slower:
- * 8-32 polled lines a block), polling with relaxed loads and one fence after (slower). */
-#define PK_CHAIN_TIMEOUT_NS 2000000000ull /* 2 s: far beyond any step */
-
-__device__ __forceinline__ void grid_arrive(unsigned *bar)
+/* Blocks of k_gemv1 for N rows: at most what the GPU holds at once, and no more than needed
+ * to give every warp the same number of rows (so that no warp walks a row more than most:
+ * 6,144 rows over 4,224 warps would leave 1,920 of them a second row). */
+static unsigned gemv1_grid(int N)
 {
-	__syncthreads();
-	if (threadIdx.x == 0)
-		add_release(bar, 1);
-}
-
-__device__ __forceinline__ void grid_wait(const unsigned *bar, unsigned k)
-{
-	if (threadIdx.x == 0) {
-		unsigned long long t0 = globaltimer_ns();
-		while (ld_acquire(bar) < k * gridDim.x)
-			if (globaltimer_ns() - t0 > PK_CHAIN_TIMEOUT_NS)
-				__trap();
-	}
-	__syncthreads();
-}
-
-__device__ __forceinline__ void grid_exit(unsigned *bar)
-{
-	if (threadIdx.x == 0 && atomicAdd(bar + 1, 1u) == gridDim.x - 1) {
-		bar[0] = 0;
-		bar[1] = 0;
-	}
-}
-
-/* One pass of the batch-1 chain after barrier k: its weight loads are issued between this
- * block's arrival and its wait. Trace variant 8 + IN * 4 + OUT. */
-template <int IN, int OUT>
-__device__ __forceinline__ void chain_pass(const pk_skinny &a, unsigned *bar, unsigned k,
-					   bf16 *xs, float *sqw)
-{
-	grid_arrive(bar);
-	trace(PK_TR_GEMV1, PK_TR_ENTRY, 8 + IN * 4 + OUT);
-	gemv1_pass<IN, OUT> p;
-	p.begin(a, gemv1_blocks(a.N, gridDim.x));
-	grid_wait(bar, k);
-	trace(PK_TR_GEMV1, PK_TR_WAITED, 8 + IN * 4 + OUT);
-	p.stage(a, xs, sqw);
-	trace(PK_TR_GEMV1, PK_TR_STAGED, 8 + IN * 4 + OUT);
-	p.run(a, xs, sqw);
-	trace(PK_TR_GEMV1, PK_TR_EXIT, 8 + IN * 4 + OUT);
-}
-
-/* The batch-1 chain (pk_k_chain): O (x -> acc), gate/up (norm -> swiglu), down (x -> acc) and
- * the next layer's QKV or the LM head (norm -> y) in one launch, grid barriers in place of three
- * kernel boundaries. */
-__global__ void __launch_bounds__(256, GEMV1_BLOCKS_PER_SM) k_gemv1_chain(struct pk_chain c)
-{
-	extern __shared__ __align__(16) unsigned char gemv1_smem[];
-	bf16 *xs = reinterpret_cast<bf16 *>(gemv1_smem); /* max K elements */
-	__shared__ float sqw[8];
-	trace(PK_TR_GEMV1, PK_TR_ENTRY, 8 + PK_IN_X * 4 + PK_OUT_ACC);
-	{
-		gemv1_pass<PK_IN_X, PK_OUT_ACC> p;
-		p.begin(c.o, gemv1_blocks(c.o.N, gridDim.x));
-		pdl_trigger(); /* after the loads: see k_gemv1 */
-		pdl_wait();
-		trace(PK_TR_GEMV1, PK_TR_WAITED, 8 + PK_IN_X * 4 + PK_OUT_ACC);
-		p.stage(c.o, xs, sqw);
-		trace(PK_TR_GEMV1, PK_TR_STAGED, 8 + PK_IN_X * 4 + PK_OUT_ACC);
-		p.run(c.o, xs, sqw);
-		trace(PK_TR_GEMV1, PK_TR_EXIT, 8 + PK_IN_X * 4 + PK_OUT_ACC);
-	}
-	chain_pass<PK_IN_NORM, PK_OUT_SWIGLU>(c.gu, c.bar, 1, xs, sqw);
-	chain_pass<PK_IN_X, PK_OUT_ACC>(c.down, c.bar, 2, xs, sqw);
-	chain_pass<PK_IN_NORM, PK_OUT_Y>(c.next, c.bar, 3, xs, sqw);
-	grid_exit(c.bar);
+	int cap = GEMV1_BLOCKS_PER_SM * sm_count();
+	int rows_per_warp = (N + 8 * cap - 1) / (8 * cap);
+	return (unsigned)((N + 8 * rows_per_warp - 1) / (8 * rows_per_warp));
 }
 
 template <int IN, int OUT>
@@ -793,8 +676,7 @@ static void gemv1_launch(const struct pk_skinny *a, cudaStream_t st)
 	if (smem > 48 * 1024)
 		cudaFuncSetAttribute(k_gemv1<IN, OUT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
 				     (int)smem);
-	int cap = GEMV1_BLOCKS_PER_SM * sm_count();
-	launch(true, k_gemv1<IN, OUT>, gemv1_blocks(a->N, cap), 256, smem, st, *a);
+	launch(true, k_gemv1<IN, OUT>, gemv1_grid(a->N), 256, smem, st, *a);
 }
 
 template <int IN>
@@ -807,6 +689,7 @@ static void gemv1_out(const struct pk_skinny *a, int out, cudaStream_t st)
 	else
 		gemv1_launch<IN, PK_OUT_SWIGLU>(a, st);
 }
+
 int launch_err(void);
 
 /* ---------------------------------------------------------------- QKV epilogue */
@@ -2236,32 +2119,7 @@ int pk_k_skinny(const struct pk_skinny *a, int in, int out, cudaStream_t st)
 	return launch_err();
 }
 
-int pk_k_chain(struct pk_chain *c, int sched_sms, cudaStream_t st)
-{
-	const struct pk_skinny *p[4] = {&c->o, &c->gu, &c->down, &c->next};
-	int kmax = 0, occ = 0;
-	for (int i = 0; i < 4; i++) {
-		if (p[i]->K % 32 || p[i]->M != 1 || p[i]->N < 1)
-			return -EINVAL;
-		kmax = p[i]->K > kmax ? p[i]->K : kmax;
-	}
-	if (c->o.ldx % 8 || c->down.ldx % 8 || c->gu.ldh % 4 || c->next.ldh % 4)
-		return -EINVAL;
-	size_t smem = (size_t)kmax * sizeof(bf16);
-	if (smem > 48 * 1024)
-		cudaFuncSetAttribute(k_gemv1_chain, cudaFuncAttributeMaxDynamicSharedMemorySize,
-				     (int)smem);
-	cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, k_gemv1_chain, 256, smem);
-	int grid = GEMV1_BLOCKS_PER_SM * (sm_count() - (sched_sms > 1 ? sched_sms : 1));
-	if (occ < GEMV1_BLOCKS_PER_SM || grid < 1)
-		return -ENOSPC;
-	c->gu.n_parts = gemv1_blocks(c->o.N, grid);
-	c->next.n_parts = gemv1_blocks(c->down.N, grid);
-	launch(true, k_gemv1_chain, grid, 256, smem, st, *c);
-	return launch_err();
-}
-
 int pk_k_skinny_parts(int N, int M)
 {
-	return M == 1 ? gemv1_blocks(N, GEMV1_BLOCKS_PER_SM * sm_count()) : (N + 15) / 16;
+	return M == 1 ? (int)gemv1_grid(N) : (N + 15) / 16;
 }

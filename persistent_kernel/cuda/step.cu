@@ -42,7 +42,6 @@ struct pk_step {
 	void *samp_w; /* pk_k_sample_scratch: sampling weights and pass-1 partials */
 	float *ss;        /* (max_tokens, ss_ld) partial sums of squares of h (fused path) */
 	int ss_ld;
-	unsigned *bar;    /* the batch-1 chain's grid barrier (pk_k_chain), zero at create */
 	int fused_ok;     /* shapes allow the tensor-core skinny path */
 	int getenv_unfused; /* PK_STEP_UNFUSED=1: always the unfused path (A/B checks) */
 	void *xn, *attn, *act, *xl;
@@ -254,7 +253,6 @@ static int alloc_common(struct pk_step *s, const struct mdl_config *cfg,
 		{(void **)&s->ws_ml, 4 * T * cfg->n_heads * s->max_splits * 2, "attn ws"},
 		{(void **)&s->samp_w, pk_k_sample_scratch((int)V, (int)S), "sampling scratch"},
 		{(void **)&s->ss, 4 * T * ((H + 7) / 8), "norm partials"},
-		{(void **)&s->bar, 2 * sizeof(unsigned), "grid barrier"},
 		{&s->xn, s->esz * T * H, "scratch xn"},
 		{&s->attn, s->esz * T * AD, "scratch attn"},
 		{&s->act, s->esz * T * I, "scratch act"},
@@ -268,7 +266,6 @@ static int alloc_common(struct pk_step *s, const struct mdl_config *cfg,
 	cudaMemset(s->attn, 0, s->esz * T * AD);
 	cudaMemset(s->act, 0, s->esz * T * I);
 	cudaMemset(s->xl, 0, s->esz * L * H);
-	cudaMemset(s->bar, 0, 2 * sizeof(unsigned));
 
 	float inv[128];
 	rope_inv_freq(cfg, inv);
@@ -347,7 +344,7 @@ extern "C" void pk_step_destroy(struct pk_step *s)
 {
 	if (!s)
 		return;
-	void *bufs[] = {s->ss, s->bar, s->samp_w, s->h, s->delta, s->qkv, s->q, s->gu, s->ws_o,
+	void *bufs[] = {s->ss, s->samp_w, s->h, s->delta, s->qkv, s->q, s->gu, s->ws_o,
 			s->ws_ml, s->xn, s->attn, s->act, s->xl, s->inv_freq, s->kv, s->b_arena,
 			s->cublas_ws, s->embed, s->final_norm};
 	for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
@@ -592,9 +589,7 @@ static struct pk_skinny lm_args(const struct pk_step *s, int nl, int n_parts)
 
 /* bf16 and bucket <= 16: the residual add lives in the O/down GEMM epilogues (which also leave
  * deterministic sum-of-squares partials), RMSNorm in the QKV/gate-up/LM-head GEMM prologues, and
- * SwiGLU in the gate-up epilogue: 6 kernels a layer (7 when a context needs split-K merging).
- * Bucket 1 runs O, gate/up, down and the next QKV (or the LM head) as one chained launch
- * (pk_k_chain): 4 kernels a layer. */
+ * SwiGLU in the gate-up epilogue: 6 kernels a layer (7 when a context needs split-K merging). */
 static int record_fused(struct pk_step *s, int bucket, int nl, cudaStream_t st)
 {
 	const struct pk_dims *d = &s->d;
@@ -618,17 +613,6 @@ static int record_fused(struct pk_step *s, int bucket, int nl, cudaStream_t st)
 					      s->ws_o, s->ws_ml, s->attn, 1, st);
 		if (rc)
 			break;
-		if (bucket == 1) {
-			/* the chain sets the n_parts of the partials it writes itself */
-			struct pk_chain c;
-			c.o = acc_args(s, w->wo, QD, s->attn, 1);
-			c.gu = gu_args(s, l, 1, 0);
-			c.down = acc_args(s, w->wdown, d->inter, s->act, 1);
-			c.next = l + 1 < L ? qkv_args(s, l + 1, 1, 0) : lm_args(s, nl, 0);
-			c.bar = s->bar;
-			rc = pk_k_chain(&c, s->o.sched_sms, st);
-			continue;
-		}
 		a = acc_args(s, w->wo, QD, s->attn, bucket);
 		rc = pk_k_skinny(&a, PK_IN_X, PK_OUT_ACC, st);
 		a = gu_args(s, l, bucket, parts);
@@ -640,7 +624,7 @@ static int record_fused(struct pk_step *s, int bucket, int nl, cudaStream_t st)
 			rc = pk_k_skinny(&a, PK_IN_NORM, PK_OUT_Y, st);
 		}
 	}
-	if (!rc && (bucket > 1 || !L)) {
+	if (!rc) {
 		a = lm_args(s, nl, L ? parts : 1);
 		rc = pk_k_skinny(&a, PK_IN_NORM, PK_OUT_Y, st);
 	}

@@ -66,10 +66,6 @@ struct pk_step_opts {
 	int max_logits;         /* most logit rows one step computes (>= max_seqs) */
 	int max_ctx;            /* longest context a sequence may reach (positions) */
 	int progress;           /* 1: draw an upload progress bar on stderr when it is a terminal */
-	int sched_sms;          /* SMs a resident kernel (the persistent scheduler, DESIGN.md
-				 * --sched-sms) may hold while steps run; 0 is taken as 1. The
-				 * batch-1 chain's grid barrier needs all its blocks resident, so its
-				 * grid leaves these SMs' share out. */
 };
 
 /* The batch descriptor: device arrays at addresses fixed at create. Token i of the step is token
@@ -126,8 +122,8 @@ size_t pk_step_kv_bytes_per_token(const struct pk_step *s);
 int pk_step_bucket(const struct pk_step *s, int n_tokens);
 
 /* Which kernels a step of this bucket runs: "fused" (skinny GEMMs with fused norms, bf16 buckets
- * <= 16; bucket 1 chains a layer's GEMVs in one launch) or "unfused" (cuBLAS + separate
- * kernels). Env PK_STEP_UNFUSED=1 forces the unfused path. */
+ * <= 16) or "unfused" (cuBLAS + separate kernels). Env PK_STEP_UNFUSED=1 forces the unfused
+ * path. */
 const char *pk_step_path(const struct pk_step *s, int bucket);
 
 /* Enqueue one step for a batch of at most `bucket` tokens on stream st. Launches only (no sync, no

@@ -107,22 +107,6 @@ struct pk_skinny {
 	int ldact;
 };
 int pk_k_skinny(const struct pk_skinny *a, int in, int out, cudaStream_t st);
-/* Bucket 1: a layer's O (PK_IN_X -> PK_OUT_ACC), gate/up (PK_IN_NORM -> PK_OUT_SWIGLU) and
- * down (PK_IN_X -> PK_OUT_ACC), then `next`, the next layer's QKV or the LM head (PK_IN_NORM ->
- * PK_OUT_Y), in one launch whose blocks meet at grid barriers where four launches had kernel
- * boundaries; each pass issues its first weight loads before the barrier that publishes its
- * input. pk_k_chain sets gu.n_parts and next.n_parts (they read partials this launch writes).
- * bar: 2 zeroed unsigned of device memory for this stream's chains (their barriers never
- * overlap: a chain reaches its first barrier after pdl_wait, so after the previous chain has
- * completed). Every block must be resident at once: the grid is GEMV1_BLOCKS_PER_SM blocks for
- * each SM but max(1, sched_sms), the SMs a resident scheduler kernel may hold (pk_step_opts).
- * -ENOSPC when the kernel does not fit that many blocks a SM. */
-struct pk_chain {
-	struct pk_skinny o, gu, down, next;
-	unsigned *bar;
-};
-int pk_k_chain(struct pk_chain *c, int sched_sms, cudaStream_t st);
-
 /* How many ss_out partials a PK_OUT_ACC launch with N rows and M tokens writes per token (M = 1
  * runs a streamed GEMV instead of mma: one partial per block, min(N / 8, what the GPU holds at
  * once) blocks, at most ss_ld = hidden / 8; else one per 16 rows). */
@@ -180,7 +164,7 @@ enum pk_trace_phase {
 struct pk_trace_rec {
 	unsigned long long t_ns; /* %globaltimer */
 	unsigned short kind, phase;
-	unsigned short sm, variant; /* PK_TR_GEMV1: IN * 4 + OUT, + 8 in the batch-1 chain */
+	unsigned short sm, variant; /* variant: the template's IN * 4 + OUT for PK_TR_GEMV1 */
 	unsigned block, grid;       /* linear block index and block count */
 	unsigned pad[2];
 };
