@@ -457,6 +457,8 @@ static int sm_count(void)
 	return sms;
 }
 
+typedef const uint4 *u4p;
+
 /* k_gemv1 blocks resident per SM (256 threads each, so <= 128 registers a thread: measured
  * against 3 and 4, the deeper register budget wins on every bench shape) */
 #define GEMV1_BLOCKS_PER_SM 2
@@ -471,8 +473,6 @@ static int sm_count(void)
  * is reduced. The first PF loads are issued before anything else; x (for PK_IN_NORM the
  * RMSNorm of h, rounded to bf16 like the unfused path) is staged in shared memory meanwhile.
  * ACC partials: one per block, its warps' sums of squares added in a fixed order. */
-typedef const uint4 *u4p;
-
 template <int IN, int OUT>
 __global__ void __launch_bounds__(256, GEMV1_BLOCKS_PER_SM) k_gemv1(struct pk_skinny a)
 {
