@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * persistent_kernel/cuda/dev.cuh: small device helpers of the step's kernels (kernels.cu):
- * storage-type conversion, 16-byte vector unpacking, streaming loads, asynchronous copies,
- * programmatic dependent launch, warp reductions. CUDA C++ only; everything is inline and lives
- * in namespace pk_dev.
+ * storage-type conversion, 16-byte vector unpacking, streaming loads, programmatic dependent
+ * launch, warp reductions. CUDA C++ only; everything is inline and lives in
+ * namespace pk_dev.
  */
 #ifndef OFFPATH_PK_CUDA_DEV_CUH
 #define OFFPATH_PK_CUDA_DEV_CUH
@@ -76,18 +76,6 @@ __device__ __forceinline__ void pdl_trigger()
 __device__ __forceinline__ void pdl_wait()
 {
 	asm volatile("griddepcontrol.wait;" ::: "memory");
-}
-
-/* 16 bytes global -> shared without a register (cp.async, through L2 only); complete after
- * cp_async_wait_all, visible to the block after a __syncthreads that follows it. */
-__device__ __forceinline__ void cp_async16(void *smem, const void *gmem)
-{
-	unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-	asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
-}
-__device__ __forceinline__ void cp_async_wait_all()
-{
-	asm volatile("cp.async.wait_all;" ::: "memory");
 }
 
 __device__ __forceinline__ float warp_sum(float v)

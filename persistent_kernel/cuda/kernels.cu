@@ -855,18 +855,12 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 	constexpr int PV = CH == PK_ATTN_CHUNK ? (NI < 4 ? NI : 4) : 0; /* rows held in registers */
 	constexpr int NU = EPL * (int)sizeof(T) / 16; /* 16-byte loads per lane and row */
 	static_assert(NU * 16 == EPL * (int)sizeof(T), "a lane's row slice is whole 16-byte loads");
-	/* Whole-group blocks (GM >= 4) hold those rows in shared memory instead (stg, after the
-	 * scores in sm; copied with cp.async, no register holds them): with GM heads of q and of
-	 * the output in registers beside them, register-held rows left fewer blocks a SM. */
-	constexpr bool STAGE = PV > 0 && GM >= 4;
-	constexpr int STG = STAGE ? PV * 4 * PPI * 2 * HD * (int)sizeof(T) / 4 : 0;
-	__shared__ __align__(16) float sm[P1 + STG > P3 ? P1 + STG : P3];
+	__shared__ __align__(16) float sm[P1 > P3 ? P1 : P3];
 	__shared__ int fresh_s;
 	__shared__ long long roff[CH];
 	__shared__ int pg[CH + 1];
 	__shared__ float mh[GM], lh[GM];
 	float(*sc)[CH] = reinterpret_cast<float(*)[CH]>(sm);
-	T *stg = reinterpret_cast<T *>(sm + P1); /* (PV * 4 * PPI slots, K/V, HD) */
 	int r = blockIdx.x, sp = blockIdx.z;
 	int nhs = gridDim.y / d.n_kv;                  /* blocks per KV head (head slices) */
 	int g = blockIdx.y / nhs;                      /* the KV head */
@@ -914,11 +908,9 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 	};
 
 	/* The first PV iterations' K and V rows (all of a chunk of <= 32 positions at head dim
-	 * 128) go to registers (or stg): those of earlier steps before pdl_wait, the rest after;
-	 * phase 3 then waits on no DRAM round trip for them. Row j = wid*PPI + it*4*PPI + grp is
-	 * this lane's group's it-th, and slot j of stg. */
-	constexpr int PR = PV > 0 && !STAGE ? PV : 1;
-	uint4 kpre[PR][NU] = {}, vpre[PR][NU] = {};
+	 * 128) go to registers: those of earlier steps before pdl_wait, the rest after; phase 3
+	 * then waits on no DRAM round trip for them. */
+	uint4 kpre[PV > 0 ? PV : 1][NU] = {}, vpre[PV > 0 ? PV : 1][NU] = {};
 	auto fetch = [&](int it, bool before_wait) {
 		int j = wid * PPI + it * 4 * PPI + grp;
 		if (j >= n || (start + j < fresh_s) != before_wait)
@@ -926,19 +918,10 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 		long long off = row_off(j);
 		if (sub == 0)
 			roff[j] = off;
-		if constexpr (STAGE) {
-			T *dst = stg + (size_t)j * 2 * HD + sub * EPL;
 #pragma unroll
-			for (int u = 0; u < NU; u++) {
-				cp_async16(dst + u * V, base + off + u * V);
-				cp_async16(dst + HD + u * V, vbase + off + u * V);
-			}
-		} else {
-#pragma unroll
-			for (int u = 0; u < NU; u++) {
-				kpre[it][u] = *reinterpret_cast<const uint4 *>(base + off + u * V);
-				vpre[it][u] = *reinterpret_cast<const uint4 *>(vbase + off + u * V);
-			}
+		for (int u = 0; u < NU; u++) {
+			kpre[it][u] = *reinterpret_cast<const uint4 *>(base + off + u * V);
+			vpre[it][u] = *reinterpret_cast<const uint4 *>(vbase + off + u * V);
 		}
 	};
 #pragma unroll
@@ -952,10 +935,6 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 #pragma unroll
 	for (int it = 0; it < PV; it++)
 		fetch(it, false);
-	if constexpr (STAGE) {
-		cp_async_wait_all();
-		__syncthreads(); /* every staged row in place */
-	}
 
 	/* q: 16-byte loads (EPL is a multiple of 4, rows 16-byte aligned) */
 	float scale = rsqrtf((float)HD);
@@ -997,15 +976,9 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 	};
 #pragma unroll
 	for (int it = 0; it < PV; it++) {
-		int j = wid * PPI + it * 4 * PPI + grp;
-		float kf[EPL] = {};
-		if constexpr (STAGE) {
-			if (j < n)
-				load_dv<T, EPL>(stg + (size_t)j * 2 * HD + sub * EPL, kf);
-		} else {
-			unpack_row<T, NU>(kpre[it], kf);
-		}
-		score_row(j, kf);
+		float kf[EPL];
+		unpack_row<T, NU>(kpre[it], kf);
+		score_row(wid * PPI + it * 4 * PPI + grp, kf);
 	}
 	trace(PK_TR_ATTN, PK_TR_MARK1);
 #pragma unroll 4
@@ -1071,10 +1044,7 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 		int j = wid * PPI + it * 4 * PPI + grp;
 		if (j < n) {
 			float v[EPL];
-			if constexpr (STAGE)
-				load_dv<T, EPL>(stg + (size_t)j * 2 * HD + HD + sub * EPL, v);
-			else
-				unpack_row<T, NU>(vpre[it], v);
+			unpack_row<T, NU>(vpre[it], v);
 			pv_row(j, v);
 		}
 	}
