@@ -457,7 +457,7 @@ static int sm_count(void)
 	return sms;
 }
 
-typedef const uint4 *u4p;
+typedef const uint4 *u4p; /* k_gemv1's norm-weight loads: their comment says why */
 
 /* k_gemv1 blocks resident per SM (256 threads each, so <= 128 registers a thread: measured
  * against 3 and 4, the deeper register budget wins on every bench shape) */

@@ -57,7 +57,11 @@ struct pk_step {
 #define STAGE_BYTES (64u << 20)
 #define CUBLAS_WS_BYTES (32u << 20)
 
-void pk_set_err(char *err, size_t errlen, const char *fmt, ...)
+/* snprintf into err (when err and errlen are non-zero): the "<what>: <problem>" of a failed
+ * create. */
+static void pk_set_err(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void pk_set_err(char *err, size_t errlen, const char *fmt, ...)
 {
 	va_list ap;
 	if (!err || !errlen)
@@ -601,28 +605,20 @@ static int record_fused(struct pk_step *s, int bucket, int nl, cudaStream_t st)
 			     st)))
 		return rc;
 	struct pk_skinny a;
-	if (L) {
-		a = qkv_args(s, 0, bucket, 1); /* the embedding wrote one partial */
-		rc = pk_k_skinny(&a, PK_IN_NORM, PK_OUT_Y, st);
-	}
 	for (int l = 0; l < L && !rc; l++) {
 		const struct pk_layer_w *w = &s->lw[l];
-		rc = pk_k_qkv_post(dt, d, s->qkv, w->bqkv, w->qn, w->kn, s->inv_freq, b, bucket,
-				   s->kv, l, s->q, 1, st);
+		a = qkv_args(s, l, bucket, l ? parts : 1); /* the embedding wrote one partial */
+		rc = pk_k_skinny(&a, PK_IN_NORM, PK_OUT_Y, st);
+		rc = rc ? rc : pk_k_qkv_post(dt, d, s->qkv, w->bqkv, w->qn, w->kn, s->inv_freq, b,
+					     bucket, s->kv, l, s->q, 1, st);
 		rc = rc ? rc : pk_k_attention(dt, d, s->q, s->kv, l, b, bucket, s->max_splits,
 					      s->ws_o, s->ws_ml, s->attn, 1, st);
-		if (rc)
-			break;
 		a = acc_args(s, w->wo, QD, s->attn, bucket);
-		rc = pk_k_skinny(&a, PK_IN_X, PK_OUT_ACC, st);
+		rc = rc ? rc : pk_k_skinny(&a, PK_IN_X, PK_OUT_ACC, st);
 		a = gu_args(s, l, bucket, parts);
 		rc = rc ? rc : pk_k_skinny(&a, PK_IN_NORM, PK_OUT_SWIGLU, st);
 		a = acc_args(s, w->wdown, d->inter, s->act, bucket);
 		rc = rc ? rc : pk_k_skinny(&a, PK_IN_X, PK_OUT_ACC, st);
-		if (!rc && l + 1 < L) {
-			a = qkv_args(s, l + 1, bucket, parts);
-			rc = pk_k_skinny(&a, PK_IN_NORM, PK_OUT_Y, st);
-		}
 	}
 	if (!rc) {
 		a = lm_args(s, nl, L ? parts : 1);

@@ -47,11 +47,6 @@ struct pk_dims {
 	int attn_bias, qk_norm;
 };
 
-/* snprintf into err (when err and errlen are non-zero): the "<what>: <problem>" of a failed
- * create. */
-void pk_set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
 /* One layer's weights on the GPU (storage dtype): QKV rows are q then k then v heads; gate/up rows
  * are the I gate rows then the I up rows. bqkv / qn / kn are NULL when the model has none. */
 struct pk_layer_w {
