@@ -1886,6 +1886,33 @@ __global__ void k_done(unsigned long long *done)
 	atomicAdd(done, 1ull);
 }
 
+/* Requests r's ranges into L2 and reads nothing back. A block of 32 threads deals 16 KiB pieces
+ * over its lanes; on Hopper each is one cp.async.bulk.prefetch.L2 (the TMA unit fetches it; the
+ * block stays resident until its pieces have landed, which is why this runs on a side branch
+ * of the step's graph and never on its critical path), elsewhere a prefetch.global.L2 per
+ * 128-byte line. A hint: nothing waits on it, and a range evicted before its use is only read
+ * from DRAM again. */
+#define L2PF_PIECE 16384
+__global__ void __launch_bounds__(32) k_l2_prefetch(struct pk_l2_ranges r)
+{
+	size_t nt = (size_t)gridDim.x * blockDim.x, t = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+	for (int i = 0; i < PK_L2_RANGES; i++) {
+		const char *p = static_cast<const char *>(r.p[i]);
+		for (size_t o = t * L2PF_PIECE; o < r.n[i]; o += nt * L2PF_PIECE) {
+			size_t n = r.n[i] - o < L2PF_PIECE ? r.n[i] - o : L2PF_PIECE;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+			/* size: a multiple of 16 (pk_k_l2_prefetch rounds the ranges) */
+			asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p + o),
+				     "r"((unsigned)n)
+				     : "memory");
+#else
+			for (size_t b = 0; b < n; b += 128)
+				asm volatile("prefetch.global.L2 [%0];" ::"l"(p + o + b));
+#endif
+		}
+	}
+}
+
 template <typename T>
 __global__ void k_fill(T *p, size_t n, uint64_t seed, float scale, float value)
 {
@@ -2076,6 +2103,20 @@ int pk_trace_read(struct pk_trace_rec *out, int max, unsigned *dropped)
 	*dropped = 0;
 	return -ENOTSUP;
 #endif
+}
+
+int pk_k_l2_prefetch(struct pk_l2_ranges r, cudaStream_t st)
+{
+	size_t pieces = 0;
+	for (int i = 0; i < PK_L2_RANGES; i++) {
+		r.n[i] &= ~(size_t)15;
+		pieces += (r.n[i] + L2PF_PIECE - 1) / L2PF_PIECE;
+	}
+	if (!pieces)
+		return 0;
+	size_t blocks = (pieces + 31) / 32;
+	k_l2_prefetch<<<(unsigned)(blocks < (size_t)sm_count() ? blocks : sm_count()), 32, 0, st>>>(r);
+	return launch_err();
 }
 
 int pk_k_done(unsigned long long *done, cudaStream_t st)

@@ -667,6 +667,36 @@ static void test_sample(uint64_t *rng, int vocab)
 	free(lperm);
 }
 
+/* The L2 prefetch reads nothing back and writes nothing: ranges of any length (rounded down to
+ * 16 bytes, 0 = none) run without error and leave the memory as it was. */
+static void test_l2_prefetch(uint64_t *rng)
+{
+	size_t n = (3u << 20) + 4096;
+	unsigned char *d = NULL, *h0 = (unsigned char *)malloc(n), *h1 = (unsigned char *)malloc(n);
+	for (size_t i = 0; i < n; i++)
+		h0[i] = (unsigned char)(gt_rng_next(rng) >> 56);
+	CK(cudaMalloc(&d, n));
+	CK(cudaMemcpy(d, h0, n, cudaMemcpyHostToDevice));
+	struct pk_l2_ranges r = {};
+	size_t lens[][3] = {{0, 0, 0}, {15, 16, 17}, {16385, 0, 1 << 20}, {n, n - 4096, 33}};
+	int bad = 0;
+	for (size_t c = 0; c < sizeof(lens) / sizeof(lens[0]); c++) {
+		for (int i = 0; i < PK_L2_RANGES; i++) {
+			r.p[i] = d + (size_t)i * 4096 * (i < 2);
+			r.n[i] = lens[c][i] > n - (size_t)i * 4096 * (i < 2) ? 0 : lens[c][i];
+		}
+		bad |= pk_k_l2_prefetch(r, 0) != 0;
+		bad |= cudaDeviceSynchronize() != cudaSuccess;
+	}
+	CK(cudaMemcpy(h1, d, n, cudaMemcpyDeviceToHost));
+	bad |= memcmp(h0, h1, n) != 0;
+	printf("  %-52s %s\n", "L2 prefetch: any length, memory unchanged", bad ? "FAIL" : "ok");
+	failures += bad;
+	cudaFree(d);
+	free(h0);
+	free(h1);
+}
+
 int main(void)
 {
 	gt_require_gpu("test_pk_kernels");
@@ -724,6 +754,7 @@ int main(void)
 	test_skinny(&rng, PK_IN_X, PK_OUT_ACC, 4500, 1056, 1, 0);
 	test_skinny(&rng, PK_IN_NORM, PK_OUT_SWIGLU, 5000, 800, 1, 0);
 	test_skinny(&rng, PK_IN_X, PK_OUT_Y, 12000, 96, 1, 0);
+	test_l2_prefetch(&rng);
 	test_sample(&rng, 151936);
 	test_sample(&rng, 1000);
 	cublasDestroy(hdl);
