@@ -1895,7 +1895,8 @@ __global__ void k_done(unsigned long long *done)
 #define L2PF_PIECE 16384
 __global__ void __launch_bounds__(32) k_l2_prefetch(struct pk_l2_ranges r)
 {
-	size_t nt = (size_t)gridDim.x * blockDim.x, t = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+	size_t nt = (size_t)gridDim.x * blockDim.x;
+	size_t t = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
 	for (int i = 0; i < PK_L2_RANGES; i++) {
 		const char *p = static_cast<const char *>(r.p[i]);
 		for (size_t o = t * L2PF_PIECE; o < r.n[i]; o += nt * L2PF_PIECE) {
@@ -2114,8 +2115,8 @@ int pk_k_l2_prefetch(struct pk_l2_ranges r, cudaStream_t st)
 	}
 	if (!pieces)
 		return 0;
-	size_t blocks = (pieces + 31) / 32;
-	k_l2_prefetch<<<(unsigned)(blocks < (size_t)sm_count() ? blocks : sm_count()), 32, 0, st>>>(r);
+	size_t blocks = (pieces + 31) / 32, cap = (size_t)sm_count();
+	k_l2_prefetch<<<(unsigned)(blocks < cap ? blocks : cap), 32, 0, st>>>(r);
 	return launch_err();
 }
 

@@ -214,8 +214,8 @@ static int alloc_common(struct pk_step *s, const struct mdl_config *cfg,
 		      cfg->intermediate % 32 == 0 && (cfg->n_heads * cfg->head_dim) % 32 == 0;
 
 	{
-		/* a quarter of L2 (H100: 12.5 of 50 MiB; 12-16 MiB measured best there, 24 slower) or
-		 * PK_STEP_L2PF MiB (0: off, for A/B) */
+		/* a quarter of L2 (H100: 12.5 of 50 MiB; 12-16 MiB measured best there, 24
+		 * slower) or PK_STEP_L2PF MiB (0: off, for A/B) */
 		int dev = 0, l2 = 0;
 		const char *e = getenv("PK_STEP_L2PF");
 		cudaGetDevice(&dev);
