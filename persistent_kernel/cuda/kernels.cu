@@ -1886,31 +1886,26 @@ __global__ void k_done(unsigned long long *done)
 	atomicAdd(done, 1ull);
 }
 
-/* Requests r's ranges into L2 and reads nothing back. A block of 32 threads deals 16 KiB pieces
- * over its lanes; on Hopper each is one cp.async.bulk.prefetch.L2 (the TMA unit fetches it; the
- * block stays resident until its pieces have landed, which is why this runs on a side branch
- * of the step's graph and never on its critical path), elsewhere a prefetch.global.L2 per
- * 128-byte line. A hint: nothing waits on it, and a range evicted before its use is only read
- * from DRAM again. */
-#define L2PF_PIECE 16384
-__global__ void __launch_bounds__(32) k_l2_prefetch(struct pk_l2_ranges r)
+/* Requests the first n bytes of each of `rows` rows (stride bytes apart) into L2 and reads
+ * nothing back; a thread takes whole rows. On Hopper each row head is one
+ * cp.async.bulk.prefetch.L2 (the TMA unit fetches it; the block stays resident until its
+ * requests have landed, which is why this runs on a side branch of the step's graph and never
+ * on its critical path), elsewhere a prefetch.global.L2 per 128-byte line. A hint: nothing waits
+ * on it, and a row evicted before its use is only read from DRAM again. */
+__global__ void __launch_bounds__(32) k_l2_prefetch(const char *p, size_t rows, size_t stride,
+						    unsigned n)
 {
 	size_t nt = (size_t)gridDim.x * blockDim.x;
-	size_t t = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-	for (int i = 0; i < PK_L2_RANGES; i++) {
-		const char *p = static_cast<const char *>(r.p[i]);
-		for (size_t o = t * L2PF_PIECE; o < r.n[i]; o += nt * L2PF_PIECE) {
-			size_t n = r.n[i] - o < L2PF_PIECE ? r.n[i] - o : L2PF_PIECE;
+	for (size_t j = (size_t)blockIdx.x * blockDim.x + threadIdx.x; j < rows; j += nt) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-			/* size: a multiple of 16 (pk_k_l2_prefetch rounds the ranges) */
-			asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p + o),
-				     "r"((unsigned)n)
-				     : "memory");
+		/* n: a multiple of 16 (pk_k_l2_prefetch rounds it), the row 16-byte aligned */
+		asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p + j * stride),
+			     "r"(n)
+			     : "memory");
 #else
-			for (size_t b = 0; b < n; b += 128)
-				asm volatile("prefetch.global.L2 [%0];" ::"l"(p + o + b));
+		for (unsigned b = 0; b < n; b += 128)
+			asm volatile("prefetch.global.L2 [%0];" ::"l"(p + j * stride + b));
 #endif
-		}
 	}
 }
 
@@ -2106,17 +2101,16 @@ int pk_trace_read(struct pk_trace_rec *out, int max, unsigned *dropped)
 #endif
 }
 
-int pk_k_l2_prefetch(struct pk_l2_ranges r, cudaStream_t st)
+int pk_k_l2_prefetch(const void *p, size_t rows, size_t stride, size_t n, cudaStream_t st)
 {
-	size_t pieces = 0;
-	for (int i = 0; i < PK_L2_RANGES; i++) {
-		r.n[i] &= ~(size_t)15;
-		pieces += (r.n[i] + L2PF_PIECE - 1) / L2PF_PIECE;
-	}
-	if (!pieces)
+	n &= ~(size_t)15;
+	if (!rows || !n)
 		return 0;
-	size_t blocks = (pieces + 31) / 32, cap = (size_t)sm_count();
-	k_l2_prefetch<<<(unsigned)(blocks < cap ? blocks : cap), 32, 0, st>>>(r);
+	if ((uintptr_t)p % 16 || stride % 16 || n > 65536)
+		return -EINVAL;
+	size_t blocks = (rows + 31) / 32, cap = (size_t)sm_count();
+	k_l2_prefetch<<<(unsigned)(blocks < cap ? blocks : cap), 32, 0, st>>>(
+		static_cast<const char *>(p), rows, stride, (unsigned)n);
 	return launch_err();
 }
 

@@ -46,8 +46,8 @@ struct pk_step {
 	int getenv_unfused; /* PK_STEP_UNFUSED=1: always the unfused path (A/B checks) */
 	void *xn, *attn, *act, *xl;
 	int max_splits;
-	/* the batch-1 graph's side branch: L2 prefetch of each layer's O and first gate/up rows
-	 * while its attention runs (record_fused) */
+	/* the batch-1 graph's side branch: L2 prefetch of each layer's gate/up row heads while
+	 * its attention runs (fork_l2_prefetch) */
 	size_t l2pf_bytes; /* per layer; 0: no side branch */
 	cudaStream_t pf_st;
 	cudaEvent_t pf_fork, pf_join;
@@ -214,13 +214,13 @@ static int alloc_common(struct pk_step *s, const struct mdl_config *cfg,
 		      cfg->intermediate % 32 == 0 && (cfg->n_heads * cfg->head_dim) % 32 == 0;
 
 	{
-		/* a quarter of L2 (H100: 12.5 of 50 MiB; 12-16 MiB measured best there, 24
-		 * slower) or PK_STEP_L2PF MiB (0: off, for A/B) */
+		/* at most a third of L2 a layer (Llama-3.1-8B's row heads: 14 MiB), or
+		 * PK_STEP_L2PF MiB (0: off, for A/B) */
 		int dev = 0, l2 = 0;
 		const char *e = getenv("PK_STEP_L2PF");
 		cudaGetDevice(&dev);
 		cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev);
-		s->l2pf_bytes = e ? (size_t)atoi(e) << 20 : (size_t)l2 / 4;
+		s->l2pf_bytes = e ? (size_t)atoi(e) << 20 : (size_t)l2 / 3;
 		cudaError_t ce = cudaStreamCreateWithFlags(&s->pf_st, cudaStreamNonBlocking);
 		if (ce == cudaSuccess)
 			ce = cudaEventCreateWithFlags(&s->pf_fork, cudaEventDisableTiming);
@@ -621,31 +621,28 @@ static struct pk_skinny lm_args(const struct pk_step *s, int nl, int n_parts)
 /* bf16 and bucket <= 16: the residual add lives in the O/down GEMM epilogues (which also leave
  * deterministic sum-of-squares partials), RMSNorm in the QKV/gate-up/LM-head GEMM prologues, and
  * SwiGLU in the gate-up epilogue: 6 kernels a layer (7 when a context needs split-K merging). */
-/* Side branch of the one-token step: once layer l's QKV GEMV is done, request into L2 up to
- * l2pf_bytes of what the layer reads next from DRAM, O first, then the first rows of gate and
- * of up (k_gemv1 streams a matrix in row order, gate row n beside up row n). The attention
- * section that follows reads almost nothing from DRAM and is latency-bound; the prefetch puts
- * the idle bandwidth to work (H100, Qwen2.5-1.5B batch 1: -1.5 to -2%; see docs/gpu-step.md).
- * The branch forks from the QKV GEMV (a full edge: it starts when that grid is done, not
- * earlier, so it does not compete with the QKV weights) and joins the main stream before
- * k_done, so nothing of it crosses the step's end. Not for larger buckets: batch 8 measured
- * slower with it. */
+/* Side branch of the one-token step: once layer l's QKV GEMV is done, request into L2 the head
+ * of every gate and up row (one k_gemv1 slice, 256 bf16 = 512 bytes, fewer when the rows would
+ * take more than l2pf_bytes). The attention section that follows (k_qkv_post, attention, merge,
+ * O GEMV, ~10 us a layer at Qwen2.5-1.5B's shape) reads almost nothing from DRAM: the prefetch
+ * puts that idle bandwidth to work. Row heads, not the matrix's first rows: k_gemv1 walks each
+ * row slice by slice with a ring of loads in flight, so one L2 hit in every row keeps its DRAM
+ * stream going, whereas a block of L2-resident rows first drains the ring and then pays the
+ * DRAM ramp again (H100, batch 1, against the first 12.5 MiB of rows: Qwen2.5-1.5B -2%,
+ * Llama-3.2-1B -2.5%, Llama-3.1-8B -1.2%; see docs/gpu-step.md). The branch forks from the QKV
+ * GEMV (a full edge: it starts when that grid is done, so it does not compete with the QKV
+ * weights) and joins the main stream before k_done, so nothing of it crosses the step's end.
+ * Not for larger buckets: their attention section is not idle (batch 8 measured slower). */
 static int fork_l2_prefetch(struct pk_step *s, int l, cudaStream_t st)
 {
-	const struct pk_layer_w *w = &s->lw[l];
-	size_t H = s->d.hidden, left = s->l2pf_bytes;
-	size_t o = H * s->d.n_heads * s->d.head_dim * s->esz, half = H * s->d.inter * s->esz;
-	struct pk_l2_ranges r = {};
-	r.p[0] = w->wo;
-	r.n[0] = o < left ? o : left;
-	left -= r.n[0];
-	r.p[1] = w->wgu;
-	r.p[2] = (const char *)w->wgu + half;
-	r.n[1] = r.n[2] = left / 2 < half ? left / 2 : half;
+	size_t rows = 2 * (size_t)s->d.inter, row = (size_t)s->d.hidden * s->esz;
+	size_t n = s->l2pf_bytes / rows;
+	n = n < 512 ? n : 512;
+	n = n < row ? n : row;
 	if (cudaEventRecord(s->pf_fork, st) != cudaSuccess ||
 	    cudaStreamWaitEvent(s->pf_st, s->pf_fork, 0) != cudaSuccess)
 		return -EIO;
-	return pk_k_l2_prefetch(r, s->pf_st);
+	return pk_k_l2_prefetch(s->lw[l].wgu, rows, row, n, s->pf_st);
 }
 
 static int record_fused(struct pk_step *s, int bucket, int nl, cudaStream_t st)

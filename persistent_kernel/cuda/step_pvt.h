@@ -169,14 +169,10 @@ int pk_trace_reset(cudaStream_t st);
  * fit. Returns the count, or -ENOTSUP without PK_TRACE. */
 int pk_trace_read(struct pk_trace_rec *out, int max, unsigned *dropped);
 
-/* Up to PK_L2_RANGES byte ranges (n = 0: none; rounded down to 16 bytes) requested into L2 on st,
- * nothing read back: the batch-1 step's side branch (step.cu's fork_l2_prefetch). */
-#define PK_L2_RANGES 3
-struct pk_l2_ranges {
-	const void *p[PK_L2_RANGES];
-	size_t n[PK_L2_RANGES];
-};
-int pk_k_l2_prefetch(struct pk_l2_ranges r, cudaStream_t st);
+/* The first n bytes (rounded down to 16) of each of `rows` rows, stride bytes apart, requested
+ * into L2 on st, nothing read back: the one-token step's side branch (step.cu's
+ * fork_l2_prefetch). -EINVAL: p or stride not 16-byte aligned, or n over 64 KiB. */
+int pk_k_l2_prefetch(const void *p, size_t rows, size_t stride, size_t n, cudaStream_t st);
 
 /* *done += 1 after everything before it on st (release, gpu scope). */
 int pk_k_done(unsigned long long *done, cudaStream_t st);

@@ -11,6 +11,7 @@
  *   sampling: the same token as model/sample.c's mdl_sample for every case (exact), logprob 1e-3
  * Exit 0 pass, 1 fail, 77 no GPU.
  */
+#include <errno.h>
 #include <time.h>
 
 #include <cublas_v2.h>
@@ -667,8 +668,9 @@ static void test_sample(uint64_t *rng, int vocab)
 	free(lperm);
 }
 
-/* The L2 prefetch reads nothing back and writes nothing: ranges of any length (rounded down to
- * 16 bytes, 0 = none) run without error and leave the memory as it was. */
+/* The L2 prefetch reads nothing back and writes nothing: row heads of any length (rounded down
+ * to 16 bytes, 0 = none) run without error and leave the memory as it was; a misaligned row or
+ * a head over 64 KiB is refused. */
 static void test_l2_prefetch(uint64_t *rng)
 {
 	size_t n = (3u << 20) + 4096;
@@ -677,17 +679,17 @@ static void test_l2_prefetch(uint64_t *rng)
 		h0[i] = (unsigned char)(gt_rng_next(rng) >> 56);
 	CK(cudaMalloc(&d, n));
 	CK(cudaMemcpy(d, h0, n, cudaMemcpyHostToDevice));
-	struct pk_l2_ranges r = {};
-	size_t lens[][3] = {{0, 0, 0}, {15, 16, 17}, {16385, 0, 1 << 20}, {n, n - 4096, 33}};
+	/* rows, stride, bytes a row */
+	size_t cases[][3] = {{0, 512, 512}, {100, 3072, 0}, {100, 3072, 15}, {1000, 3072, 17},
+			     {17920 / 16, 2048, 512}, {3, 65536, 65536}, {7, 4096, 4096}};
 	int bad = 0;
-	for (size_t c = 0; c < sizeof(lens) / sizeof(lens[0]); c++) {
-		for (int i = 0; i < PK_L2_RANGES; i++) {
-			r.p[i] = d + (size_t)i * 4096 * (i < 2);
-			r.n[i] = lens[c][i] > n - (size_t)i * 4096 * (i < 2) ? 0 : lens[c][i];
-		}
-		bad |= pk_k_l2_prefetch(r, 0) != 0;
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		bad |= pk_k_l2_prefetch(d, cases[c][0], cases[c][1], cases[c][2], 0) != 0;
 		bad |= cudaDeviceSynchronize() != cudaSuccess;
 	}
+	bad |= pk_k_l2_prefetch(d + 8, 4, 512, 512, 0) != -EINVAL;
+	bad |= pk_k_l2_prefetch(d, 4, 520, 512, 0) != -EINVAL;
+	bad |= pk_k_l2_prefetch(d, 2, 1 << 20, 65552, 0) != -EINVAL;
 	CK(cudaMemcpy(h1, d, n, cudaMemcpyDeviceToHost));
 	bad |= memcmp(h0, h1, n) != 0;
 	printf("  %-52s %s\n", "L2 prefetch: any length, memory unchanged", bad ? "FAIL" : "ok");
