@@ -16,7 +16,8 @@
  *   which page is the scheduler's business.
  *
  * Ownership: pk_step_create() uploads the weights and allocates the KV pool, the batch descriptor
- *   and all scratch for the largest bucket; pk_step_destroy() frees everything. Recording and
+ *   and all scratch for the largest bucket, and creates a second stream and two events (the
+ *   one-token step's prefetch branch); pk_step_destroy() frees everything. Recording and
  *   replaying a step allocate nothing.
  * Threading: create, destroy, pk_step_record() and the host helpers run on one host thread. The
  *   batch descriptor's arrays are written by whoever builds the batch (the persistent scheduler on
@@ -127,7 +128,9 @@ int pk_step_bucket(const struct pk_step *s, int n_tokens);
 const char *pk_step_path(const struct pk_step *s, int bucket);
 
 /* Enqueue one step for a batch of at most `bucket` tokens on stream st. Launches only (no sync, no
- * allocation, no host reads of the descriptor): safe inside stream capture. */
+ * allocation, no host reads of the descriptor): safe inside stream capture. A one-token step
+ * also forks work onto the step's own second stream (an L2 prefetch beside the attention) and
+ * joins it back into st before the step's last kernel, so st's order covers all of it. */
 int pk_step_record(struct pk_step *s, int bucket, cudaStream_t st);
 
 /* Capture pk_step_record(bucket) into a graph and instantiate it with flags (0, or
