@@ -618,9 +618,6 @@ static struct pk_skinny lm_args(const struct pk_step *s, int nl, int n_parts)
 	return a;
 }
 
-/* bf16 and bucket <= 16: the residual add lives in the O/down GEMM epilogues (which also leave
- * deterministic sum-of-squares partials), RMSNorm in the QKV/gate-up/LM-head GEMM prologues, and
- * SwiGLU in the gate-up epilogue: 6 kernels a layer (7 when a context needs split-K merging). */
 /* Side branch of the one-token step: once layer l's QKV GEMV is done, request into L2 the head
  * of every gate and up row (one k_gemv1 slice, 256 bf16 = 512 bytes, fewer when the rows would
  * take more than l2pf_bytes). The attention section that follows (k_qkv_post, attention, merge,
@@ -645,6 +642,9 @@ static int fork_l2_prefetch(struct pk_step *s, int l, cudaStream_t st)
 	return pk_k_l2_prefetch(s->lw[l].wgu, rows, row, n, s->pf_st);
 }
 
+/* bf16 and bucket <= 16: the residual add lives in the O/down GEMM epilogues (which also leave
+ * deterministic sum-of-squares partials), RMSNorm in the QKV/gate-up/LM-head GEMM prologues, and
+ * SwiGLU in the gate-up epilogue: 6 kernels a layer (7 when a context needs split-K merging). */
 static int record_fused(struct pk_step *s, int bucket, int nl, cudaStream_t st)
 {
 	const struct pk_dims *d = &s->d;
