@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include <type_traits>
+
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -1090,6 +1092,260 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 	trace(PK_TR_ATTN, PK_TR_EXIT);
 }
 
+/* Small-batch attention on tensor cores (bf16, head dim 64 or 128, GQA groups of up to 8 query
+ * heads): grid (bucket, n_kv, splits), block 128 (4 warps). Block (r, g, s) takes query token r,
+ * all G query heads of KV head g and chunk s of its context (attn_chunk, as k_attention, so
+ * k_attn_merge reads the same partials); warp w the chunk's positions [16 w, 16 w + 16). Per
+ * warp: scores S = Q K^T by mma m16n8k16 (heads as rows, G of 16 used; 2 column tiles of 8
+ * positions), the softmax of its 16 positions, then O^T = V^T P^T (head dims as rows, the 8
+ * heads as columns, the 16 positions as k): the P fragment the scores leave in registers is
+ * already that product's B operand, so nothing goes through shared memory until the 4 warps
+ * combine. The K/V rows a block reads once serve all G heads (k_attention's one-head blocks
+ * read them G times through L2), and the chain is ~2 x HD / 8 mma rather than G x HD FMAs a
+ * position.
+ * Operands come straight from global memory in 16-byte loads; the order of the head dims is
+ * free in both products (a sum's order does not matter), so it is chosen to make every load
+ * contiguous: in S, lane (gid, tq) holds dims [32 s + 8 tq, + 8) of K row gid of each tile and
+ * of q (its step-pair s: elements 0-3 feed one mma, 4-7 the next, as in k_skinny); in O^T, m
+ * index i of tile mt is dim (i % 8) HD / 8 + 2 mt + i / 8, so lane (gid, tq) holds dims
+ * [gid HD / 8, + HD / 8) of its 4 V rows (positions 2 tq, 2 tq + 1, 8 + 2 tq, 9 + 2 tq of the
+ * warp's 16), and its outputs are heads 2 tq, 2 tq + 1 at those dims. q is rounded to bf16
+ * after the 1/sqrt(HD) scale and P to bf16 for the second product (as FlashAttention does);
+ * statistics and accumulation are fp32. Rows past the context are loaded as zeros and their
+ * scores set to -inf. With pdl, rows an earlier step wrote are requested before pdl_wait. */
+template <int HD>
+__global__ void __launch_bounds__(128, 4) k_attn_gqa(struct pk_dims d, const float *__restrict__ q,
+						     const bf16 *__restrict__ pool, int layer,
+						     const int32_t *__restrict__ n_tokens,
+						     const int32_t *__restrict__ tok_pos,
+						     const int32_t *__restrict__ tok_seq,
+						     const int32_t *__restrict__ page_table,
+						     int unit, int max_splits,
+						     float *__restrict__ ws_o,
+						     float *__restrict__ ws_ml,
+						     bf16 *__restrict__ out, int pdl)
+{
+	constexpr int KS = HD / 32; /* 16-byte K loads a row (and q step pairs) */
+	constexpr int VU = HD / 64; /* 16-byte V loads a row */
+	constexpr int MT = HD / 16; /* O^T tiles (16 dims each) */
+	constexpr int CH = PK_ATTN_CHUNK;
+	static_assert(CH <= 64 && MT % 4 == 0, "4 warps of 16 positions; whole tiles a thread");
+	__shared__ long long roff[CH]; /* each position's K row in the pool (V: kv_stride on) */
+	__shared__ int fresh_s;
+	__shared__ float ms[4][8], ls[4][8];
+	__shared__ float4 red[4][MT][32]; /* (warp, tile, lane): a lane's 4 accumulators */
+	int r = blockIdx.x, g = blockIdx.y, sp = blockIdx.z;
+	int G = d.n_heads / d.n_kv, h0 = g * G;
+	trace(PK_TR_ATTN, PK_TR_ENTRY);
+	/* Before pdl_wait only the batch descriptor and KV rows an earlier step wrote are read. */
+	int nt = *n_tokens;
+	if (r >= nt)
+		return;
+	int ctx = tok_pos[r] + 1, seq = tok_seq[r];
+	int ch = attn_chunk<CH>(ctx, unit);
+	int start = sp * ch;
+	if (start >= ctx)
+		return;
+	int n = min(ch, ctx - start), nsplit = (ctx + ch - 1) / ch;
+	int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, gid = lane >> 2, tq = lane & 3;
+	size_t per_head = (size_t)d.page_tokens * HD;
+	size_t kv_stride = (size_t)d.n_kv * per_head; /* K block to V block of one page+layer */
+	size_t page_stride = (size_t)d.n_layers * 2 * kv_stride;
+	/* each position's row offset (page table, then address: off the critical path), and the
+	 * first position of this sequence this step writes (this token's, or an earlier token's of
+	 * the same prefill chunk): rows below it are an earlier step's and may be read before
+	 * pdl_wait, the others only after it */
+	if (threadIdx.x < n) {
+		int p = start + threadIdx.x;
+		int page = page_table[(size_t)seq * d.max_pages + p / d.page_tokens];
+		roff[threadIdx.x] = (long long)page * (long long)page_stride +
+				    (long long)(p % d.page_tokens) * HD;
+	}
+	if (wid == 3) { /* a bucket < 16: nt <= 32 */
+		int f = lane < nt && tok_seq[lane] == seq ? tok_pos[lane] : INT_MAX;
+		f = min(f, __shfl_xor_sync(0xffffffffu, f, 16));
+		f = min(f, __shfl_xor_sync(0xffffffffu, f, 8));
+		f = min(f, __shfl_xor_sync(0xffffffffu, f, 4));
+		f = min(f, __shfl_xor_sync(0xffffffffu, f, 2));
+		f = min(f, __shfl_xor_sync(0xffffffffu, f, 1));
+		if (lane == 0)
+			fresh_s = f;
+	}
+	const bf16 *kb = pool + (size_t)layer * 2 * kv_stride + (size_t)g * per_head;
+	const bf16 *vb = kb + kv_stride;
+	__syncthreads(); /* roff, fresh_s */
+	int base = wid * 16;
+	uint4 kr[2][KS], vr[4][VU];
+#pragma unroll
+	for (int t = 0; t < 2; t++)
+#pragma unroll
+		for (int s = 0; s < KS; s++)
+			kr[t][s] = make_uint4(0, 0, 0, 0);
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+#pragma unroll
+		for (int u = 0; u < VU; u++)
+			vr[i][u] = make_uint4(0, 0, 0, 0);
+	/* this lane's rows: K of positions base + gid, base + 8 + gid; V of base + 2 tq (+1, +8,
+	 * +9). live: bit per row inside the chunk; late: those this step writes */
+	unsigned live = 0, late = 0;
+#pragma unroll
+	for (int i = 0; i < 6; i++) {
+		int j = base + (i < 2 ? 8 * i + gid : ((i - 2) >> 1) * 8 + 2 * tq + (i & 1));
+		live |= (unsigned)(j < n) << i;
+		late |= (unsigned)(j < n && start + j >= fresh_s) << i;
+	}
+	auto fetch = [&](unsigned rows) {
+#pragma unroll
+		for (int t = 0; t < 2; t++)
+			if (rows >> t & 1) {
+				const bf16 *p = kb + roff[base + 8 * t + gid] + 8 * tq;
+#pragma unroll
+				for (int s = 0; s < KS; s++)
+					kr[t][s] = *reinterpret_cast<const uint4 *>(p + 32 * s);
+			}
+#pragma unroll
+		for (int i = 0; i < 4; i++)
+			if (rows >> (2 + i) & 1) {
+				int j = base + (i >> 1) * 8 + 2 * tq + (i & 1);
+				const bf16 *p = vb + roff[j] + gid * (HD / 8);
+#pragma unroll
+				for (int u = 0; u < VU; u++)
+					vr[i][u] = *reinterpret_cast<const uint4 *>(p + 8 * u);
+			}
+	};
+	fetch(live & ~late);
+	if (pdl) /* after the loads: k_gemv1 says why */
+		pdl_trigger();
+	pdl_wait();
+	trace(PK_TR_ATTN, PK_TR_WAITED);
+	if (late)
+		fetch(late);
+
+	/* q of head gid (rows 8..15 of the A operand stay 0), scaled, as bf16 pairs */
+	uint32_t qa[KS][4];
+	{
+		float sc = rsqrtf((float)HD);
+		const float *qr = q + ((size_t)r * d.n_heads + h0 + gid) * HD + 8 * tq;
+#pragma unroll
+		for (int s = 0; s < KS; s++) {
+			float4 x = make_float4(0, 0, 0, 0), y = x;
+			if (gid < G) {
+				x = *reinterpret_cast<const float4 *>(qr + 32 * s);
+				y = *reinterpret_cast<const float4 *>(qr + 32 * s + 4);
+			}
+			qa[s][0] = pack2(x.x * sc, x.y * sc);
+			qa[s][1] = pack2(x.z * sc, x.w * sc);
+			qa[s][2] = pack2(y.x * sc, y.y * sc);
+			qa[s][3] = pack2(y.z * sc, y.w * sc);
+		}
+	}
+	float o[MT][4], m = -INFINITY, l = 0.0f;
+#pragma unroll
+	for (int mt = 0; mt < MT; mt++)
+		o[mt][0] = o[mt][1] = o[mt][2] = o[mt][3] = 0.0f;
+	if (base < n) { /* warp-uniform */
+		float sc[2][4];
+#pragma unroll
+		for (int t = 0; t < 2; t++) {
+			sc[t][0] = sc[t][1] = sc[t][2] = sc[t][3] = 0.0f;
+#pragma unroll
+			for (int s = 0; s < KS; s++) {
+				mma_bf16(sc[t], qa[s][0], 0u, qa[s][1], 0u, kr[t][s].x, kr[t][s].y);
+				mma_bf16(sc[t], qa[s][2], 0u, qa[s][3], 0u, kr[t][s].z, kr[t][s].w);
+			}
+		}
+		/* row gid's columns 2 tq, 2 tq + 1 of each tile: positions base + 8 t + 2 tq + e */
+#pragma unroll
+		for (int t = 0; t < 2; t++)
+#pragma unroll
+			for (int e = 0; e < 2; e++)
+				if (base + 8 * t + 2 * tq + e >= n)
+					sc[t][e] = -INFINITY;
+		m = fmaxf(fmaxf(sc[0][0], sc[0][1]), fmaxf(sc[1][0], sc[1][1]));
+		m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
+		m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2)); /* finite: position base is live */
+		float p[2][2];
+#pragma unroll
+		for (int t = 0; t < 2; t++)
+#pragma unroll
+			for (int e = 0; e < 2; e++)
+				p[t][e] = __expf(sc[t][e] - m);
+		l = p[0][0] + p[0][1] + p[1][0] + p[1][1];
+		l += __shfl_xor_sync(0xffffffffu, l, 1);
+		l += __shfl_xor_sync(0xffffffffu, l, 2);
+		uint32_t b0 = pack2(p[0][0], p[0][1]), b1 = pack2(p[1][0], p[1][1]);
+		auto vw = [&](int i, int mt) { /* 32-bit word mt (dims 2 mt, 2 mt + 1) of V row i */
+			const uint32_t *w = reinterpret_cast<const uint32_t *>(&vr[i][mt >> 2]);
+			return w[mt & 3];
+		};
+#pragma unroll
+		for (int mt = 0; mt < MT; mt++)
+			mma_bf16(o[mt], __byte_perm(vw(0, mt), vw(1, mt), 0x5410),
+				 __byte_perm(vw(0, mt), vw(1, mt), 0x7632),
+				 __byte_perm(vw(2, mt), vw(3, mt), 0x5410),
+				 __byte_perm(vw(2, mt), vw(3, mt), 0x7632), b0, b1);
+	}
+	trace(PK_TR_ATTN, PK_TR_STAGED);
+
+	/* Combine the 4 warps (a dead one left m = -inf, l = 0, o = 0) with one barrier: each warp
+	 * leaves its statistics and accumulators as they are; thread (w, lane) then takes lane's
+	 * fragment slots of tiles w, w + 4, ...: heads 2 tq, 2 tq + 1 at dims gid HD / 8 + 2 mt
+	 * (+1), each warp's share weighted by exp(m_w - max). */
+	if (tq == 0) {
+		ms[wid][gid] = m;
+		ls[wid][gid] = l;
+	}
+#pragma unroll
+	for (int mt = 0; mt < MT; mt++)
+		red[wid][mt][lane] = make_float4(o[mt][0], o[mt][1], o[mt][2], o[mt][3]);
+	__syncthreads();
+	float f[2][4], lsum[2];
+#pragma unroll
+	for (int e = 0; e < 2; e++) {
+		int h = 2 * tq + e;
+		float mx = fmaxf(fmaxf(ms[0][h], ms[1][h]), fmaxf(ms[2][h], ms[3][h]));
+		lsum[e] = 0.0f;
+#pragma unroll
+		for (int w = 0; w < 4; w++) {
+			f[e][w] = __expf(ms[w][h] - mx);
+			lsum[e] = fmaf(ls[w][h], f[e][w], lsum[e]);
+		}
+		if (nsplit > 1 && wid == 0 && gid == 0 && h < G) {
+			size_t slot = ((size_t)r * d.n_heads + h0 + h) * max_splits + sp;
+			ws_ml[slot * 2] = mx;
+			ws_ml[slot * 2 + 1] = lsum[e];
+		}
+	}
+#pragma unroll
+	for (int mt = wid; mt < MT; mt += 4) {
+		float a[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+		for (int w = 0; w < 4; w++) {
+			float4 v = red[w][mt][lane];
+			a[0] = fmaf(v.x, f[0][w], a[0]);
+			a[1] = fmaf(v.y, f[1][w], a[1]);
+			a[2] = fmaf(v.z, f[0][w], a[2]);
+			a[3] = fmaf(v.w, f[1][w], a[3]);
+		}
+		int dd = gid * (HD / 8) + 2 * mt; /* a[e], a[2 + e]: head 2 tq + e, dims dd, +1 */
+#pragma unroll
+		for (int e = 0; e < 2; e++) {
+			int h = 2 * tq + e;
+			if (h >= G)
+				continue;
+			size_t row = (size_t)r * d.n_heads + h0 + h;
+			if (nsplit == 1)
+				*reinterpret_cast<uint32_t *>(out + row * HD + dd) =
+					pack2(a[e] / lsum[e], a[2 + e] / lsum[e]);
+			else
+				*reinterpret_cast<float2 *>(ws_o + (row * max_splits + sp) * HD +
+							    dd) = make_float2(a[e], a[2 + e]);
+		}
+	}
+	trace(PK_TR_ATTN, PK_TR_EXIT);
+}
+
 /* k_attn_merge after the wait: column dd of query head slot0's nsplit partials. The first PB
  * partials are requested together with this thread's split statistics: one L2 round trip for
  * up to PB splits (before, the statistics, their weights and the partials were three dependent
@@ -1193,6 +1449,26 @@ __global__ void __launch_bounds__(HD) k_attn_merge(struct pk_dims d,
 	trace(PK_TR_MERGE, PK_TR_EXIT);
 }
 
+/* attn_chunk's unit for a bucket: 16 positions per 256 of context while the batch has at most 16
+ * (token, KV head) pairs, more beyond (the batch then fills the GPU by itself). H100, batch 1,
+ * k_attn_gqa: 8 (more, smaller chunks) was 0.5-1% slower at context 512 and the same at 4096. */
+static int attn_unit(int bucket, int n_kv)
+{
+	int pairs = bucket * n_kv;
+	return 16 * (pairs > 16 ? pairs / 16 : 1);
+}
+
+template <typename T, int HD, int CH>
+void merge_launch(const struct pk_dims *d, const struct pk_step_batch *b, int bucket, int splits,
+		  int unit, int max_splits, float *ws_o, float *ws_ml, void *out, int pdl,
+		  cudaStream_t st)
+{
+	if (splits > 1)
+		launch(pdl, k_attn_merge<T, HD, CH>, dim3(bucket, d->n_heads), HD, 0, st, *d,
+		       b->n_tokens, b->tok_pos, unit, max_splits, ws_o, ws_ml,
+		       static_cast<T *>(out), pdl);
+}
+
 template <typename T, int HD, int CH, int GM>
 void attention_launch_ch(const struct pk_dims *d, const float *q, const void *pool, int layer,
 			 const struct pk_step_batch *b, int bucket, int max_splits, float *ws_o,
@@ -1201,17 +1477,28 @@ void attention_launch_ch(const struct pk_dims *d, const float *q, const void *po
 	/* max_splits (pk_attn_max_splits) bounds attn_chunk's split count and is the ws row
 	 * stride; CH 256 needs at most a quarter of it */
 	int splits = CH == PK_ATTN_CHUNK ? max_splits : (max_splits * PK_ATTN_CHUNK + CH - 1) / CH;
-	int pairs = bucket * d->n_kv, unit = 16 * (pairs > 16 ? pairs / 16 : 1);
+	int unit = attn_unit(bucket, d->n_kv);
 	int G = d->n_heads / d->n_kv, slices = G > GM ? G / GM : 1; /* blocks a KV head */
 	dim3 g1(bucket, d->n_kv * slices, splits);
 	launch(pdl, k_attention<T, HD, CH, GM>, g1, 128, 0, st, *d, q, static_cast<const T *>(pool),
 	       layer, b->n_tokens, b->tok_pos, b->tok_seq, b->page_table, unit, max_splits, ws_o,
 	       ws_ml, static_cast<T *>(out), pdl);
-	if (splits > 1) {
-		dim3 g2(bucket, d->n_heads);
-		launch(pdl, k_attn_merge<T, HD, CH>, g2, HD, 0, st, *d, b->n_tokens, b->tok_pos,
-		       unit, max_splits, ws_o, ws_ml, static_cast<T *>(out), pdl);
-	}
+	merge_launch<T, HD, CH>(d, b, bucket, splits, unit, max_splits, ws_o, ws_ml, out, pdl, st);
+}
+
+/* k_attn_gqa for buckets < 16 (bf16, head dim 64 or 128), then the merge. */
+template <int HD>
+void attention_gqa(const struct pk_dims *d, const float *q, const void *pool, int layer,
+		   const struct pk_step_batch *b, int bucket, int max_splits, float *ws_o,
+		   float *ws_ml, void *out, int pdl, cudaStream_t st)
+{
+	int unit = attn_unit(bucket, d->n_kv);
+	dim3 g1(bucket, d->n_kv, max_splits);
+	launch(pdl, k_attn_gqa<HD>, g1, 128, 0, st, *d, q, static_cast<const bf16 *>(pool), layer,
+	       b->n_tokens, b->tok_pos, b->tok_seq, b->page_table, unit, max_splits, ws_o, ws_ml,
+	       static_cast<bf16 *>(out), pdl);
+	merge_launch<bf16, HD, PK_ATTN_CHUNK>(d, b, bucket, max_splits, unit, max_splits, ws_o,
+					      ws_ml, out, pdl, st);
 }
 
 /* Whole GQA groups a block: GM = 4 for groups of up to 4 heads (Llama's), 6 for up to 6
@@ -1236,16 +1523,21 @@ static void attention_groups(const struct pk_dims *d, const float *q, const void
 							     max_splits, ws_o, ws_ml, out, pdl, st);
 }
 
-/* Small batches: blocks of GS = 1 or 2 query heads (GM = GS) rather than whole GQA groups,
- * the fewest heads a block for which the grid stays within PK_ATTN_SLICE_WAVES blocks a SM at
- * the longest context. A small-batch attention block is a dependent chain of instructions, not
- * bytes (ncu: ~600 instructions a warp at ~10 cycles each, one warp a scheduler), so fewer
- * heads a block is a shorter chain and more blocks run it at once; past a few blocks a SM they
- * queue. H100, batch 1, step time against whole groups (2026-11-22): Qwen2.5-1.5B (2 KV heads)
- * one head a block -10% / -13% at context 512 / 4096 (attention 8.7 -> 4.0 us a layer at 512);
- * Llama-3.2-1B (8 KV heads) two heads -2% / -1% (one head: -3% / +3%, 2,048 blocks at 4096);
- * Llama-3.1-8B two heads -1.5% / +1% (whole groups with GM 4: +1% / -3%). Batch 8 keeps whole
- * groups (one head: +1 to +10%). */
+/* Small batches (buckets < 16), bf16 with head dim 64 or 128: k_attn_gqa (tensor cores, one block
+ * a KV head and chunk). H100, 2026-11-22, against the blocks below, step time: batch 1, context
+ * 512 / 4096: Llama-3.2-1B -3% / -4%, Qwen2.5-1.5B -2% / -7%, Llama-3.1-8B -1% / -6%; batch 8
+ * -3% to -17% (attention 4.3 -> 3.0 us a layer at Qwen2.5-1.5B's shape, context 512, traced).
+ * PK_ATTN_MMA=0 turns it off (A/B).
+ * Otherwise (f32, head dim 256): blocks of GS = 1 or 2 query heads (GM = GS) rather than whole
+ * GQA groups, the fewest heads a block for which the grid stays within PK_ATTN_SLICE_WAVES
+ * blocks a SM at the longest context. A small-batch attention block is a dependent chain of
+ * instructions, not bytes (ncu: ~600 instructions a warp at ~10 cycles each, one warp a
+ * scheduler), so fewer heads a block is a shorter chain and more blocks run it at once; past a few
+ * blocks a SM they queue. H100, batch 1, step time against whole groups (2026-11-22): Qwen2.5-1.5B
+ * (2 KV heads) one head a block -10% / -13% at context 512 / 4096 (attention 8.7 -> 4.0 us a layer
+ * at 512); Llama-3.2-1B (8 KV heads) two heads -2% / -1% (one head: -3% / +3%, 2,048 blocks at
+ * 4096); Llama-3.1-8B two heads -1.5% / +1% (whole groups with GM 4: +1% / -3%). Batch 8 keeps
+ * whole groups (one head: +1 to +10%). */
 #define PK_ATTN_SLICE_WAVES 8
 template <typename T, int HD>
 void attention_launch(const struct pk_dims *d, const float *q, const void *pool, int layer,
@@ -1254,6 +1546,14 @@ void attention_launch(const struct pk_dims *d, const float *q, const void *pool,
 {
 	int G = d->n_heads / d->n_kv;
 	long most = (long)PK_ATTN_SLICE_WAVES * sm_count(), heads = (long)bucket * d->n_heads;
+	if constexpr (std::is_same<T, bf16>::value && (HD == 64 || HD == 128)) {
+		static int mma = -1;
+		if (mma < 0)
+			mma = !(getenv("PK_ATTN_MMA") && getenv("PK_ATTN_MMA")[0] == '0');
+		if (bucket < 16 && mma)
+			return attention_gqa<HD>(d, q, pool, layer, b, bucket, max_splits, ws_o,
+						 ws_ml, out, pdl, st);
+	}
 	if (bucket >= 16)
 		attention_groups<T, HD, 256>(d, q, pool, layer, b, bucket, max_splits, ws_o, ws_ml,
 					     out, pdl, st);

@@ -298,8 +298,9 @@ static void test_rmsnorm(uint64_t *rng, int bf16, int hidden, int rows, int buck
 }
 
 /* One mixed batch: seq0 decodes at pos p0, seq1 prefills a chunk at p1.., seq2 decodes at p2
- * (one: only seq0, in a bucket of 1, where attention_launch picks blocks of one or two query
- * heads unless the grid would grow too large). The pool is random (earlier positions), pages
+ * (one: only seq0, in a bucket of 1). Buckets < 16 run k_attn_gqa for bf16 at head dim 64 and
+ * 128; f32 and head dim 256 the blocks of one or two query heads (or whole groups when the grid
+ * would grow too large). The pool is random (earlier positions), pages
  * scrambled. Checks q, the appended K/V, and the attention output against double references. */
 static void test_attention(uint64_t *rng, int bf16, int hd, int n_heads, int n_kv, int qk_norm,
 			   int bias, int p0, int p1, int chunk, int p2, int one)
@@ -730,8 +731,9 @@ int main(void)
 		test_attention(&rng, bf16, 128, 16, 2, 1, 0, 1000, 0, 17, 513, 0);
 		test_attention(&rng, bf16, 256, 8, 1, 1, 1, 600, 31, 4, 0, 0);
 		test_attention(&rng, bf16, 128, 8, 2, 1, 0, 2047, 1100, 3, 1025, 0);
-		/* one token (max_ctx 2048: 32 splits; on a 132-SM GPU): one-head blocks, then
-		 * two-head blocks (64 heads), then whole groups (56 heads, groups of 7) */
+		/* one token (max_ctx 2048: 32 splits; on a 132-SM GPU, f32 and head dim 256):
+		 * one-head blocks, then two-head blocks (64 heads), then whole groups (56 heads,
+		 * groups of 7); bf16 at head dim 64 and 128: k_attn_gqa, groups of 6, 4, 8, 7 */
 		test_attention(&rng, bf16, 128, 12, 2, 0, 1, 511, 0, 0, 0, 1);
 		test_attention(&rng, bf16, 64, 8, 2, 0, 0, 2047, 0, 0, 0, 1);
 		test_attention(&rng, bf16, 256, 8, 1, 1, 0, 40, 0, 0, 0, 1);
