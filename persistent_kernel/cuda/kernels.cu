@@ -1526,7 +1526,7 @@ static void attention_groups(const struct pk_dims *d, const float *q, const void
 /* Small batches (buckets < 16), bf16 with head dim 64 or 128: k_attn_gqa (tensor cores, one block
  * a KV head and chunk). H100, 2026-11-22, against the blocks below, step time: batch 1, context
  * 512 / 4096: Llama-3.2-1B -3% / -4%, Qwen2.5-1.5B -2% / -7%, Llama-3.1-8B -1% / -6%; batch 8
- * -3% to -17% (attention 4.3 -> 3.0 us a layer at Qwen2.5-1.5B's shape, context 512, traced).
+ * -2% to -17% (attention 4.3 -> 3.0 us a layer at Qwen2.5-1.5B's shape, context 512, traced).
  * PK_ATTN_MMA=0 turns it off (A/B).
  * Otherwise (f32, head dim 256): blocks of GS = 1 or 2 query heads (GM = GS) rather than whole
  * GQA groups, the fewest heads a block for which the grid stays within PK_ATTN_SLICE_WAVES
