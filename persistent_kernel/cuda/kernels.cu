@@ -1113,23 +1113,22 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
  * after the 1/sqrt(HD) scale and P to bf16 for the second product (as FlashAttention does);
  * statistics and accumulation are fp32. Rows past the context are loaded as zeros and their
  * scores set to -inf. With pdl, rows an earlier step wrote are requested before pdl_wait. */
-template <int HD>
-__global__ void __launch_bounds__(128, 4) k_attn_gqa(struct pk_dims d, const float *__restrict__ q,
-						     const bf16 *__restrict__ pool, int layer,
-						     const int32_t *__restrict__ n_tokens,
-						     const int32_t *__restrict__ tok_pos,
-						     const int32_t *__restrict__ tok_seq,
-						     const int32_t *__restrict__ page_table,
-						     int unit, int max_splits,
-						     float *__restrict__ ws_o,
-						     float *__restrict__ ws_ml,
-						     bf16 *__restrict__ out, int pdl)
+template <int HD, int CH>
+__global__ void __launch_bounds__(128, CH == 256 ? 3 : 4)
+	k_attn_gqa(struct pk_dims d, const float *__restrict__ q, const bf16 *__restrict__ pool,
+		   int layer, const int32_t *__restrict__ n_tokens,
+		   const int32_t *__restrict__ tok_pos, const int32_t *__restrict__ tok_seq,
+		   const int32_t *__restrict__ page_table, int unit, int max_splits,
+		   float *__restrict__ ws_o, float *__restrict__ ws_ml, bf16 *__restrict__ out,
+		   int pdl)
 {
 	constexpr int KS = HD / 32; /* 16-byte K loads a row (and q step pairs) */
 	constexpr int VU = HD / 64; /* 16-byte V loads a row */
 	constexpr int MT = HD / 16; /* O^T tiles (16 dims each) */
-	constexpr int CH = PK_ATTN_CHUNK;
-	static_assert(CH <= 64 && MT % 4 == 0, "4 warps of 16 positions; whole tiles a thread");
+	constexpr int PW = CH / 4;  /* positions a warp */
+	constexpr int NT = PW / 16; /* 16-position tiles a warp */
+	static_assert((CH == PK_ATTN_CHUNK && NT == 1) || CH == 256, "small or large batches");
+	static_assert(MT % 4 == 0, "whole tiles a thread in the combine");
 	__shared__ long long roff[CH]; /* each position's K row in the pool (V: kv_stride on) */
 	__shared__ int fresh_s;
 	__shared__ float ms[4][8], ls[4][8];
@@ -1155,14 +1154,27 @@ __global__ void __launch_bounds__(128, 4) k_attn_gqa(struct pk_dims d, const flo
 	 * first position of this sequence this step writes (this token's, or an earlier token's of
 	 * the same prefill chunk): rows below it are an earlier step's and may be read before
 	 * pdl_wait, the others only after it */
-	if (threadIdx.x < n) {
-		int p = start + threadIdx.x;
+	auto set_roff = [&](int j) {
+		int p = start + j;
 		int page = page_table[(size_t)seq * d.max_pages + p / d.page_tokens];
-		roff[threadIdx.x] = (long long)page * (long long)page_stride +
-				    (long long)(p % d.page_tokens) * HD;
+		roff[j] = (long long)page * (long long)page_stride + (long long)(p % d.page_tokens) * HD;
+	};
+	if constexpr (CH <= 128) {
+		if (threadIdx.x < n)
+			set_roff(threadIdx.x);
+	} else {
+		for (int j = threadIdx.x; j < n; j += blockDim.x)
+			set_roff(j);
 	}
-	if (wid == 3) { /* a bucket < 16: nt <= 32 */
-		int f = lane < nt && tok_seq[lane] == seq ? tok_pos[lane] : INT_MAX;
+	if (wid == 3) {
+		int f = INT_MAX;
+		if constexpr (CH == PK_ATTN_CHUNK) { /* a bucket < 16: nt <= 32 */
+			f = lane < nt && tok_seq[lane] == seq ? tok_pos[lane] : INT_MAX;
+		} else {
+			for (int t = lane; t < nt; t += 32)
+				if (tok_seq[t] == seq)
+					f = min(f, tok_pos[t]);
+		}
 		f = min(f, __shfl_xor_sync(0xffffffffu, f, 16));
 		f = min(f, __shfl_xor_sync(0xffffffffu, f, 8));
 		f = min(f, __shfl_xor_sync(0xffffffffu, f, 4));
@@ -1174,7 +1186,7 @@ __global__ void __launch_bounds__(128, 4) k_attn_gqa(struct pk_dims d, const flo
 	const bf16 *kb = pool + (size_t)layer * 2 * kv_stride + (size_t)g * per_head;
 	const bf16 *vb = kb + kv_stride;
 	__syncthreads(); /* roff, fresh_s */
-	int base = wid * 16;
+	int base = wid * PW;
 	uint4 kr[2][KS], vr[4][VU];
 #pragma unroll
 	for (int t = 0; t < 2; t++)
@@ -1195,11 +1207,11 @@ __global__ void __launch_bounds__(128, 4) k_attn_gqa(struct pk_dims d, const flo
 		live |= (unsigned)(j < n) << i;
 		late |= (unsigned)(j < n && start + j >= fresh_s) << i;
 	}
-	auto fetch = [&](unsigned rows) {
+	auto fetch = [&](unsigned rows, int b0) { /* the rows of the tile at b0 */
 #pragma unroll
 		for (int t = 0; t < 2; t++)
 			if (rows >> t & 1) {
-				const bf16 *p = kb + roff[base + 8 * t + gid] + 8 * tq;
+				const bf16 *p = kb + roff[b0 + 8 * t + gid] + 8 * tq;
 #pragma unroll
 				for (int s = 0; s < KS; s++)
 					kr[t][s] = *reinterpret_cast<const uint4 *>(p + 32 * s);
@@ -1207,20 +1219,20 @@ __global__ void __launch_bounds__(128, 4) k_attn_gqa(struct pk_dims d, const flo
 #pragma unroll
 		for (int i = 0; i < 4; i++)
 			if (rows >> (2 + i) & 1) {
-				int j = base + (i >> 1) * 8 + 2 * tq + (i & 1);
+				int j = b0 + (i >> 1) * 8 + 2 * tq + (i & 1);
 				const bf16 *p = vb + roff[j] + gid * (HD / 8);
 #pragma unroll
 				for (int u = 0; u < VU; u++)
 					vr[i][u] = *reinterpret_cast<const uint4 *>(p + 8 * u);
 			}
 	};
-	fetch(live & ~late);
+	fetch(live & ~late, base);
 	if (pdl) /* after the loads: k_gemv1 says why */
 		pdl_trigger();
 	pdl_wait();
 	trace(PK_TR_ATTN, PK_TR_WAITED);
 	if (late)
-		fetch(late);
+		fetch(late, base);
 
 	/* q of head gid (rows 8..15 of the A operand stay 0), scaled, as bf16 pairs */
 	uint32_t qa[KS][4];
@@ -1244,7 +1256,29 @@ __global__ void __launch_bounds__(128, 4) k_attn_gqa(struct pk_dims d, const flo
 #pragma unroll
 	for (int mt = 0; mt < MT; mt++)
 		o[mt][0] = o[mt][1] = o[mt][2] = o[mt][3] = 0.0f;
-	if (base < n) { /* warp-uniform */
+	/* the warp's tiles of 16 positions (one for small batches); more than one: an online
+	 * softmax, the next tile's rows requested when its turn comes (large batches have other
+	 * warps to hide the round trip) */
+#pragma unroll 1
+	for (int ti = 0; ti < NT; ti++) {
+		int b0 = base + 16 * ti;
+		if (b0 >= n) /* warp-uniform */
+			break;
+		if (ti > 0) {
+			unsigned rows = 0;
+#pragma unroll
+			for (int i = 0; i < 6; i++) {
+				int j = b0 + (i < 2 ? 8 * i + gid
+						    : ((i - 2) >> 1) * 8 + 2 * tq + (i & 1));
+				rows |= (unsigned)(j < n) << i;
+			}
+#pragma unroll
+			for (int i = 0; i < 4; i++) /* rows past the context: P is 0, V must be too */
+#pragma unroll
+				for (int u = 0; u < VU; u++)
+					vr[i][u] = make_uint4(0, 0, 0, 0);
+			fetch(rows, b0);
+		}
 		float sc[2][4];
 #pragma unroll
 		for (int t = 0; t < 2; t++) {
@@ -1255,26 +1289,43 @@ __global__ void __launch_bounds__(128, 4) k_attn_gqa(struct pk_dims d, const flo
 				mma_bf16(sc[t], qa[s][2], 0u, qa[s][3], 0u, kr[t][s].z, kr[t][s].w);
 			}
 		}
-		/* row gid's columns 2 tq, 2 tq + 1 of each tile: positions base + 8 t + 2 tq + e */
+		/* row gid's columns 2 tq, 2 tq + 1 of each tile: positions b0 + 8 t + 2 tq + e */
 #pragma unroll
 		for (int t = 0; t < 2; t++)
 #pragma unroll
 			for (int e = 0; e < 2; e++)
-				if (base + 8 * t + 2 * tq + e >= n)
+				if (b0 + 8 * t + 2 * tq + e >= n)
 					sc[t][e] = -INFINITY;
-		m = fmaxf(fmaxf(sc[0][0], sc[0][1]), fmaxf(sc[1][0], sc[1][1]));
-		m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
-		m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2)); /* finite: position base is live */
+		float mx = fmaxf(fmaxf(sc[0][0], sc[0][1]), fmaxf(sc[1][0], sc[1][1]));
+		mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+		mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2)); /* finite: b0 is live */
+		float mn = NT > 1 ? fmaxf(m, mx) : mx;
 		float p[2][2];
 #pragma unroll
 		for (int t = 0; t < 2; t++)
 #pragma unroll
 			for (int e = 0; e < 2; e++)
-				p[t][e] = __expf(sc[t][e] - m);
-		l = p[0][0] + p[0][1] + p[1][0] + p[1][1];
-		l += __shfl_xor_sync(0xffffffffu, l, 1);
-		l += __shfl_xor_sync(0xffffffffu, l, 2);
-		uint32_t b0 = pack2(p[0][0], p[0][1]), b1 = pack2(p[1][0], p[1][1]);
+				p[t][e] = __expf(sc[t][e] - mn);
+		float ps = p[0][0] + p[0][1] + p[1][0] + p[1][1];
+		ps += __shfl_xor_sync(0xffffffffu, ps, 1);
+		ps += __shfl_xor_sync(0xffffffffu, ps, 2);
+		if constexpr (NT > 1) { /* rescale: row gid's factor to the lanes holding heads */
+			float a = __expf(m - mn); /* 0 on the first tile (m = -inf) */
+			l = l * a + ps;
+			float a0 = __shfl_sync(0xffffffffu, a, 8 * tq);
+			float a1 = __shfl_sync(0xffffffffu, a, 8 * tq + 4);
+#pragma unroll
+			for (int mt = 0; mt < MT; mt++) {
+				o[mt][0] *= a0;
+				o[mt][1] *= a1;
+				o[mt][2] *= a0;
+				o[mt][3] *= a1;
+			}
+		} else {
+			l = ps;
+		}
+		m = mn;
+		uint32_t b0f = pack2(p[0][0], p[0][1]), b1f = pack2(p[1][0], p[1][1]);
 		auto vw = [&](int i, int mt) { /* 32-bit word mt (dims 2 mt, 2 mt + 1) of V row i */
 			const uint32_t *w = reinterpret_cast<const uint32_t *>(&vr[i][mt >> 2]);
 			return w[mt & 3];
@@ -1284,7 +1335,7 @@ __global__ void __launch_bounds__(128, 4) k_attn_gqa(struct pk_dims d, const flo
 			mma_bf16(o[mt], __byte_perm(vw(0, mt), vw(1, mt), 0x5410),
 				 __byte_perm(vw(0, mt), vw(1, mt), 0x7632),
 				 __byte_perm(vw(2, mt), vw(3, mt), 0x5410),
-				 __byte_perm(vw(2, mt), vw(3, mt), 0x7632), b0, b1);
+				 __byte_perm(vw(2, mt), vw(3, mt), 0x7632), b0f, b1f);
 	}
 	trace(PK_TR_ATTN, PK_TR_STAGED);
 
@@ -1486,19 +1537,21 @@ void attention_launch_ch(const struct pk_dims *d, const float *q, const void *po
 	merge_launch<T, HD, CH>(d, b, bucket, splits, unit, max_splits, ws_o, ws_ml, out, pdl, st);
 }
 
-/* k_attn_gqa for buckets < 16 (bf16, head dim 64 or 128), then the merge. */
-template <int HD>
+/* k_attn_gqa (bf16, head dim 64 or 128), then the merge: CH = PK_ATTN_CHUNK for buckets < 16,
+ * 256 beyond (as attention_groups). */
+template <int HD, int CH>
 void attention_gqa(const struct pk_dims *d, const float *q, const void *pool, int layer,
 		   const struct pk_step_batch *b, int bucket, int max_splits, float *ws_o,
 		   float *ws_ml, void *out, int pdl, cudaStream_t st)
 {
+	int splits = CH == PK_ATTN_CHUNK ? max_splits : (max_splits * PK_ATTN_CHUNK + CH - 1) / CH;
 	int unit = attn_unit(bucket, d->n_kv);
-	dim3 g1(bucket, d->n_kv, max_splits);
-	launch(pdl, k_attn_gqa<HD>, g1, 128, 0, st, *d, q, static_cast<const bf16 *>(pool), layer,
-	       b->n_tokens, b->tok_pos, b->tok_seq, b->page_table, unit, max_splits, ws_o, ws_ml,
-	       static_cast<bf16 *>(out), pdl);
-	merge_launch<bf16, HD, PK_ATTN_CHUNK>(d, b, bucket, max_splits, unit, max_splits, ws_o,
-					      ws_ml, out, pdl, st);
+	dim3 g1(bucket, d->n_kv, splits);
+	launch(pdl, k_attn_gqa<HD, CH>, g1, 128, 0, st, *d, q, static_cast<const bf16 *>(pool),
+	       layer, b->n_tokens, b->tok_pos, b->tok_seq, b->page_table, unit, max_splits, ws_o,
+	       ws_ml, static_cast<bf16 *>(out), pdl);
+	merge_launch<bf16, HD, CH>(d, b, bucket, splits, unit, max_splits, ws_o, ws_ml, out, pdl,
+				   st);
 }
 
 /* Whole GQA groups a block: GM = 4 for groups of up to 4 heads (Llama's), 6 for up to 6
@@ -1550,9 +1603,13 @@ void attention_launch(const struct pk_dims *d, const float *q, const void *pool,
 		static int mma = -1;
 		if (mma < 0)
 			mma = !(getenv("PK_ATTN_MMA") && getenv("PK_ATTN_MMA")[0] == '0');
-		if (bucket < 16 && mma)
-			return attention_gqa<HD>(d, q, pool, layer, b, bucket, max_splits, ws_o,
-						 ws_ml, out, pdl, st);
+		if (mma && bucket < 16)
+			return attention_gqa<HD, PK_ATTN_CHUNK>(d, q, pool, layer, b, bucket,
+								max_splits, ws_o, ws_ml, out, pdl,
+								st);
+		if (mma)
+			return attention_gqa<HD, 256>(d, q, pool, layer, b, bucket, max_splits,
+						      ws_o, ws_ml, out, pdl, st);
 	}
 	if (bucket >= 16)
 		attention_groups<T, HD, 256>(d, q, pool, layer, b, bucket, max_splits, ws_o, ws_ml,

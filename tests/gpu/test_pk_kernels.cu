@@ -731,6 +731,9 @@ int main(void)
 		test_attention(&rng, bf16, 128, 16, 2, 1, 0, 1000, 0, 17, 513, 0);
 		test_attention(&rng, bf16, 256, 8, 1, 1, 1, 600, 31, 4, 0, 0);
 		test_attention(&rng, bf16, 128, 8, 2, 1, 0, 2047, 1100, 3, 1025, 0);
+		/* buckets of 16 and more: chunks of 256 (k_attn_gqa: 4 tiles a warp) */
+		test_attention(&rng, bf16, 64, 8, 2, 0, 0, 1500, 700, 20, 900, 0);
+		test_attention(&rng, bf16, 128, 12, 2, 0, 1, 1300, 400, 16, 77, 0);
 		/* one token (max_ctx 2048: 32 splits; on a 132-SM GPU, f32 and head dim 256):
 		 * one-head blocks, then two-head blocks (64 heads), then whole groups (56 heads,
 		 * groups of 7); bf16 at head dim 64 and 128: k_attn_gqa, groups of 6, 4, 8, 7 */
