@@ -1092,12 +1092,14 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 	trace(PK_TR_ATTN, PK_TR_EXIT);
 }
 
-/* Small-batch attention on tensor cores (bf16, head dim 64 or 128, GQA groups of up to 8 query
- * heads): grid (bucket, n_kv, splits), block 128 (4 warps). Block (r, g, s) takes query token r,
- * all G query heads of KV head g and chunk s of its context (attn_chunk, as k_attention, so
- * k_attn_merge reads the same partials); warp w the chunk's positions [16 w, 16 w + 16). Per
- * warp: scores S = Q K^T by mma m16n8k16 (heads as rows, G of 16 used; 2 column tiles of 8
- * positions), the softmax of its 16 positions, then O^T = V^T P^T (head dims as rows, the 8
+/* Attention on tensor cores (bf16, head dim 64 or 128, GQA groups of up to 8 query heads): grid
+ * (bucket, n_kv, splits), block 128 (4 warps). Block (r, g, s) takes query token r, all G query
+ * heads of KV head g and chunk s of its context (attn_chunk, as k_attention, so k_attn_merge
+ * reads the same partials: CH = PK_ATTN_CHUNK for buckets < 16, 256 beyond); warp w the
+ * chunk's positions [w CH / 4, (w + 1) CH / 4) in tiles of 16 (one for small batches; several:
+ * an online softmax, each tile's rows requested when its turn comes). Per tile: scores S =
+ * Q K^T by mma m16n8k16 (heads as rows, G of 16 used; 2 column tiles of 8 positions), the
+ * softmax of its 16 positions, then O^T = V^T P^T (head dims as rows, the 8
  * heads as columns, the 16 positions as k): the P fragment the scores leave in registers is
  * already that product's B operand, so nothing goes through shared memory until the 4 warps
  * combine. The K/V rows a block reads once serve all G heads (k_attention's one-head blocks
@@ -1576,21 +1578,21 @@ static void attention_groups(const struct pk_dims *d, const float *q, const void
 							     max_splits, ws_o, ws_ml, out, pdl, st);
 }
 
-/* Small batches (buckets < 16), bf16 with head dim 64 or 128: k_attn_gqa (tensor cores, one block
- * a KV head and chunk). H100, 2026-11-22, against the blocks below, step time: batch 1, context
- * 512 / 4096: Llama-3.2-1B -3% / -4%, Qwen2.5-1.5B -2% / -7%, Llama-3.1-8B -1% / -6%; batch 8
- * -2% to -17% (attention 4.3 -> 3.0 us a layer at Qwen2.5-1.5B's shape, context 512, traced).
- * PK_ATTN_MMA=0 turns it off (A/B).
- * Otherwise (f32, head dim 256): blocks of GS = 1 or 2 query heads (GM = GS) rather than whole
- * GQA groups, the fewest heads a block for which the grid stays within PK_ATTN_SLICE_WAVES
- * blocks a SM at the longest context. A small-batch attention block is a dependent chain of
- * instructions, not bytes (ncu: ~600 instructions a warp at ~10 cycles each, one warp a
- * scheduler), so fewer heads a block is a shorter chain and more blocks run it at once; past a few
- * blocks a SM they queue. H100, batch 1, step time against whole groups (2026-11-22): Qwen2.5-1.5B
- * (2 KV heads) one head a block -10% / -13% at context 512 / 4096 (attention 8.7 -> 4.0 us a layer
- * at 512); Llama-3.2-1B (8 KV heads) two heads -2% / -1% (one head: -3% / +3%, 2,048 blocks at
- * 4096); Llama-3.1-8B two heads -1.5% / +1% (whole groups with GM 4: +1% / -3%). Batch 8 keeps
- * whole groups (one head: +1 to +10%). */
+/* bf16 with head dim 64 or 128: k_attn_gqa (tensor cores, one block a KV head and chunk).
+ * H100, 2026-11-22, against the FMA blocks below, step time: batch 1, context 512 / 4096:
+ * Llama-3.2-1B -3% / -4%, Qwen2.5-1.5B -2% / -7%, Llama-3.1-8B -1% / -6%; batch 8 -2% to -17%
+ * (attention 4.3 -> 3.0 us a layer at Qwen2.5-1.5B's shape, context 512, traced); batch 16 -10%
+ * to -32%; batch 64 (chunks of 256) -4% to -42%. PK_ATTN_MMA=0 turns it off (A/B).
+ * Otherwise (f32, head dim 256): buckets >= 16 whole GQA groups in chunks of 256; smaller ones
+ * blocks of GS = 1 or 2 query heads (GM = GS) rather than whole GQA groups, the fewest heads a
+ * block for which the grid stays within PK_ATTN_SLICE_WAVES blocks a SM at the longest context. A
+ * small-batch attention block is a dependent chain of instructions, not bytes (ncu: ~600
+ * instructions a warp at ~10 cycles each, one warp a scheduler), so fewer heads a block is a
+ * shorter chain and more blocks run it at once; past a few blocks a SM they queue. H100, batch 1,
+ * step time against whole groups (2026-11-22): Qwen2.5-1.5B (2 KV heads) one head a block -10% /
+ * -13% at context 512 / 4096 (attention 8.7 -> 4.0 us a layer at 512); Llama-3.2-1B (8 KV heads)
+ * two heads -2% / -1% (one head: -3% / +3%, 2,048 blocks at 4096); Llama-3.1-8B two heads -1.5% /
+ * +1% (whole groups with GM 4: +1% / -3%). Batch 8 keeps whole groups (one head: +1 to +10%). */
 #define PK_ATTN_SLICE_WAVES 8
 template <typename T, int HD>
 void attention_launch(const struct pk_dims *d, const float *q, const void *pool, int layer,
