@@ -820,6 +820,29 @@ __device__ __forceinline__ int attn_chunk(int ctx, int unit)
 	return c < 16 ? 16 : (c > CH ? CH : c);
 }
 
+/* Split sp of query token r: its context length ctx, sequence seq, and positions [start, start
+ * + n) of nsplit chunks (attn_chunk); false when r is past the batch or sp past the context.
+ * Reads only the batch descriptor (uploaded before the step: safe before pdl_wait). */
+template <int CH>
+__device__ __forceinline__ bool attn_span(const int32_t *__restrict__ n_tokens,
+					  const int32_t *__restrict__ tok_pos,
+					  const int32_t *__restrict__ tok_seq, int r, int sp, int unit,
+					  int &nt, int &ctx, int &seq, int &start, int &n, int &nsplit)
+{
+	nt = *n_tokens;
+	if (r >= nt)
+		return false;
+	ctx = tok_pos[r] + 1;
+	seq = tok_seq[r];
+	int ch = attn_chunk<CH>(ctx, unit);
+	start = sp * ch;
+	if (start >= ctx)
+		return false;
+	n = min(ch, ctx - start);
+	nsplit = (ctx + ch - 1) / ch;
+	return true;
+}
+
 /* grid (bucket, n_kv * slices, splits), block 128 (4 warps). Block (r, y, s) takes query token
  * r, the G query heads of slice y % slices of KV head g = y / slices (G = group size / slices
  * <= GM: attention_launch picks one head, two, or the whole group: GM 4, 6 or 8), and
@@ -870,16 +893,9 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
 	int h0 = g * G * nhs + (blockIdx.y % nhs) * G; /* the first of them */
 	trace(PK_TR_ATTN, PK_TR_ENTRY);
 	/* Before pdl_wait only the batch descriptor and KV rows an earlier step wrote are read. */
-	int nt = *n_tokens;
-	if (r >= nt)
+	int nt, ctx, seq, start, n, nsplit;
+	if (!attn_span<CH>(n_tokens, tok_pos, tok_seq, r, sp, unit, nt, ctx, seq, start, n, nsplit))
 		return;
-	int ctx = tok_pos[r] + 1, seq = tok_seq[r];
-	int ch = attn_chunk<CH>(ctx, unit);
-	int start = sp * ch;
-	if (start >= ctx)
-		return;
-	int n = min(ch, ctx - start);
-	int nsplit = (ctx + ch - 1) / ch;
 	int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, grp = lane / LPR, sub = lane % LPR;
 	/* the chunk's page ids (the K loads wait on them) and, where rows are prefetched, the first
 	 * position of this sequence that this step writes (this token's, or an earlier token's of
@@ -1139,15 +1155,9 @@ __global__ void __launch_bounds__(128, CH == 256 ? 3 : 4)
 	int G = d.n_heads / d.n_kv, h0 = g * G;
 	trace(PK_TR_ATTN, PK_TR_ENTRY);
 	/* Before pdl_wait only the batch descriptor and KV rows an earlier step wrote are read. */
-	int nt = *n_tokens;
-	if (r >= nt)
+	int nt, ctx, seq, start, n, nsplit;
+	if (!attn_span<CH>(n_tokens, tok_pos, tok_seq, r, sp, unit, nt, ctx, seq, start, n, nsplit))
 		return;
-	int ctx = tok_pos[r] + 1, seq = tok_seq[r];
-	int ch = attn_chunk<CH>(ctx, unit);
-	int start = sp * ch;
-	if (start >= ctx)
-		return;
-	int n = min(ch, ctx - start), nsplit = (ctx + ch - 1) / ch;
 	int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, gid = lane >> 2, tq = lane & 3;
 	size_t per_head = (size_t)d.page_tokens * HD;
 	size_t kv_stride = (size_t)d.n_kv * per_head; /* K block to V block of one page+layer */
