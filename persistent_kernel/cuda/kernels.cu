@@ -1119,8 +1119,8 @@ __global__ void __launch_bounds__(128) k_attention(struct pk_dims d, const float
  * heads as columns, the 16 positions as k): the P fragment the scores leave in registers is
  * already that product's B operand, so nothing goes through shared memory until the 4 warps
  * combine. The K/V rows a block reads once serve all G heads (k_attention's one-head blocks
- * read them G times through L2), and the chain is ~2 x HD / 8 mma rather than G x HD FMAs a
- * position.
+ * read them G times through L2), and a warp's chain is 3 HD / 16 mma a tile of 16 positions
+ * rather than G x HD FMAs a position.
  * Operands come straight from global memory in 16-byte loads; the order of the head dims is
  * free in both products (a sum's order does not matter), so it is chosen to make every load
  * contiguous: in S, lane (gid, tq) holds dims [32 s + 8 tq, + 8) of K row gid of each tile and
