@@ -775,13 +775,21 @@ extern "C" int pk_step_batch_upload(struct pk_step *s, const struct pk_step_host
 	if (hb->n_tokens < 1 || hb->n_tokens > o->max_tokens || hb->n_seqs < 0 ||
 	    hb->n_seqs > o->max_seqs || hb->n_logits < 0 || hb->n_logits > o->max_logits)
 		return -EINVAL;
+	/* every page a token's attention reads (positions 0 .. tok_pos), not only its own: the
+	 * kernels index the pool with them. A token of the sequence just checked resumes where
+	 * that check ended, so a prefill chunk costs its pages once. */
+	int seq_done = -1, pages_done = 0;
 	for (int i = 0; i < hb->n_tokens; i++) {
 		if (hb->tok_id[i] < 0 || hb->tok_id[i] >= s->d.vocab || hb->tok_pos[i] < 0 ||
 		    hb->tok_pos[i] >= o->max_ctx || hb->tok_seq[i] < 0 || hb->tok_seq[i] >= hb->n_seqs)
 			return -EINVAL;
-		int pg = hb->page_table[(size_t)hb->tok_seq[i] * mp + hb->tok_pos[i] / o->page_tokens];
-		if (pg < 0 || pg >= s->n_pages)
-			return -EINVAL;
+		const int32_t *pt = hb->page_table + (size_t)hb->tok_seq[i] * mp;
+		int same = hb->tok_seq[i] == seq_done, np = hb->tok_pos[i] / o->page_tokens + 1;
+		for (int p = same ? pages_done : 0; p < np; p++)
+			if (pt[p] < 0 || pt[p] >= s->n_pages)
+				return -EINVAL;
+		pages_done = same && pages_done > np ? pages_done : np;
+		seq_done = hb->tok_seq[i];
 	}
 	for (int i = 0; i < hb->n_logits; i++)
 		if (hb->logit_tok[i] < 0 || hb->logit_tok[i] >= hb->n_tokens)

@@ -138,7 +138,10 @@ int pk_step_record(struct pk_step *s, int bucket, cudaStream_t st);
 int pk_step_graph(struct pk_step *s, int bucket, unsigned long long flags, cudaStream_t st,
 		  cudaGraphExec_t *out);
 
-/* Host path: copy a host batch image into the descriptor (async on st), validating it. */
+/* Host path: copy a host batch image into the descriptor (async on st), validating it first:
+ * counts, token ids, positions, sequence slots, logit rows, and every page id a token's
+ * attention reads (positions 0 .. tok_pos of its sequence). -EINVAL, nothing copied, on a bad
+ * one. */
 int pk_step_batch_upload(struct pk_step *s, const struct pk_step_host_batch *b, cudaStream_t st);
 
 #ifdef __cplusplus

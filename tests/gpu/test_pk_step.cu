@@ -390,6 +390,36 @@ static void test_mixed(struct pk_step *s, int f32, cudaStream_t st)
 	free(lg);
 }
 
+/* pk_step_batch_upload refuses a page table with a bad id for any position a token attends
+ * to (here an earlier page than the token's own), and takes the same batch once mended. */
+static void test_upload_checks(struct pk_step *s, cudaStream_t st)
+{
+	int mp = pk_step_max_pages_per_seq(s), npg = pk_step_n_pages(s);
+	if (mp < 3 || npg < 3) {
+		printf("  upload checks: pool too small, skipped\n");
+		return;
+	}
+	int32_t *pt = (int32_t *)calloc(2 * (size_t)mp, 4);
+	for (int i = 0; i < 2 * mp; i++)
+		pt[i] = i % npg;
+	int32_t tok[2] = {1, 2}, seqv[2] = {0, 1}, lt[1] = {0}, row[2] = {0, -1};
+	int32_t pos[2] = {40, 5}; /* pages of 16 (gt_step_opts): token 0 reads pages 0, 1, 2 */
+	struct pk_sampling sp[2];
+	memset(sp, 0, sizeof(sp));
+	struct pk_step_host_batch hb = {2, 2, 1, tok, pos, seqv, lt, row, pt, sp};
+	int bad[3] = {-1, npg, 0}, got[3];
+	for (int k = 0; k < 3; k++) {
+		pt[1] = bad[k]; /* sequence 0, page 1 */
+		got[k] = pk_step_batch_upload(s, &hb, st);
+	}
+	CK(cudaStreamSynchronize(st));
+	int ok = got[0] == -EINVAL && got[1] == -EINVAL && got[2] == 0;
+	printf("  upload checks (earlier page id -1, n_pages, valid): %d %d %d  %s\n", got[0],
+	       got[1], got[2], ok ? "ok" : "FAIL");
+	failures += !ok;
+	free(pt);
+}
+
 int main(int argc, char **argv)
 {
 	const char *model = NULL, *ref = NULL, *ref32 = NULL, *dtype = "bf16";
@@ -431,6 +461,7 @@ int main(int argc, char **argv)
 	       vocab, pk_step_n_pages(s));
 	cudaStream_t st;
 	CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+	test_upload_checks(s, st);
 	if (ref)
 		test_ref(s, ref, ref32, f32, st);
 	if (do_cpu)
