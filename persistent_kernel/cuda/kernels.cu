@@ -270,15 +270,23 @@ __device__ __forceinline__ uint32_t pack2(float a, float b)
 	return *reinterpret_cast<uint32_t *>(&v);
 }
 
+/* Warps of a k_skinny block (one block a 16 output rows), each taking every SKINNY_WARPS-th
+ * 32-element step of K. 16 rather than 8: twice the loads in flight a block (the compiler keeps
+ * a warp's unrolled loop to one or two steps of loads: 44-90 registers), which the small
+ * models' 96-128-block projections need; H100, batch 8: Llama-3.2-1B -10%, Qwen2.5-1.5B
+ * -11 to -12%, Llama-3.1-8B -4 to -6% a step (docs/gpu-step.md, session 12). */
+#define SKINNY_WARPS 16
+
 /* Fragment layout trick: the dot product does not care about the order of k, so lane (g, t)
  * loads the 8 consecutive k [kb + 8t, kb + 8t + 8) of W rows g and g+8 and of x row g with one
  * 16-byte load each, and feeds elements 0..3 to one mma and 4..7 to the next; A and B agree on
  * which k each fragment slot holds, so the sum is the same. */
 template <int NT, int IN, int OUT>
-__global__ void __launch_bounds__(256) k_skinny(struct pk_skinny a)
+__global__ void __launch_bounds__(SKINNY_WARPS * 32) k_skinny(struct pk_skinny a)
 {
+	constexpr int NW = SKINNY_WARPS;
 	constexpr int TILES = OUT == PK_OUT_SWIGLU ? 2 : 1;
-	__shared__ float red[8][TILES][NT][32][4];
+	__shared__ float red[NW][TILES][NT][32][4];
 	__shared__ float rs_s[16];
 	__shared__ float sq[16][17];
 	int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
@@ -305,12 +313,22 @@ __global__ void __launch_bounds__(256) k_skinny(struct pk_skinny a)
 	if (IN == PK_IN_NORM && a.n_rows)
 		nrows = min(nrows, *a.n_rows);
 	if (IN == PK_IN_NORM) {
-		for (int m = w; m < NT * 8; m += 8) {
+		for (int m = w; m < NT * 8; m += NW) {
 			float s = 0.0f;
 			if (m < nrows) {
-				int src = a.gather ? a.gather[m] : m;
-				for (int p = lane; p < a.n_parts; p += 32)
-					s += a.ss[(size_t)src * a.ss_ld + p];
+				/* RU loads a lane in flight together, summed in order (a rolled
+				 * loop issued them one L2 round trip apart) */
+				constexpr int RU = 16;
+				const float *ss = a.ss + (size_t)(a.gather ? a.gather[m] : m) * a.ss_ld;
+				float v[RU];
+#pragma unroll
+				for (int u = 0; u < RU; u++)
+					v[u] = lane + 32 * u < a.n_parts ? ss[lane + 32 * u] : 0.0f;
+#pragma unroll
+				for (int u = 0; u < RU; u++)
+					s += v[u];
+				for (int p = lane + 32 * RU; p < a.n_parts; p += 32)
+					s += ss[p];
 			}
 			s = warp_sum(s);
 			if (lane == 0)
@@ -377,7 +395,7 @@ __global__ void __launch_bounds__(256) k_skinny(struct pk_skinny a)
 	if (w < nsteps)
 		step(w, wfirst);
 #pragma unroll 8
-	for (int s = w + 8; s < nsteps; s += 8) {
+	for (int s = w + NW; s < nsteps; s += NW) {
 		uint4 wa[TILES][2];
 #pragma unroll
 		for (int tl = 0; tl < TILES; tl++) {
@@ -406,7 +424,7 @@ __global__ void __launch_bounds__(256) k_skinny(struct pk_skinny a)
 		for (int tl = 0; tl < TILES; tl++) {
 			float acc = 0.0f;
 #pragma unroll
-			for (int ww = 0; ww < 8; ww++)
+			for (int ww = 0; ww < NW; ww++)
 				acc += red[ww][tl][nt][ln][e];
 			v[tl] = acc;
 		}
@@ -438,12 +456,13 @@ __global__ void __launch_bounds__(256) k_skinny(struct pk_skinny a)
 template <int NT, int IN>
 static void skinny_out(const struct pk_skinny *a, int out, unsigned grid, cudaStream_t st)
 {
+	constexpr unsigned B = SKINNY_WARPS * 32;
 	if (out == PK_OUT_Y)
-		launch(true, k_skinny<NT, IN, PK_OUT_Y>, grid, 256, 0, st, *a);
+		launch(true, k_skinny<NT, IN, PK_OUT_Y>, grid, B, 0, st, *a);
 	else if (out == PK_OUT_ACC)
-		launch(true, k_skinny<NT, IN, PK_OUT_ACC>, grid, 256, 0, st, *a);
+		launch(true, k_skinny<NT, IN, PK_OUT_ACC>, grid, B, 0, st, *a);
 	else
-		launch(true, k_skinny<NT, IN, PK_OUT_SWIGLU>, grid, 256, 0, st, *a);
+		launch(true, k_skinny<NT, IN, PK_OUT_SWIGLU>, grid, B, 0, st, *a);
 }
 
 /* Multiprocessors of the current device (read once: a process drives one GPU). */

@@ -79,7 +79,7 @@ int pk_k_gemm(void *cublas, enum pk_step_dtype dt, const void *W, int N, int K, 
  *       PK_OUT_ACC: y[m][n] += acc (the residual stream), and ss_out[m][blockIdx] = sum of the
  *                   block's 16 updated values squared (deterministic partials for the next norm)
  *       PK_OUT_SWIGLU: W holds gate rows then up rows (2N, K); act[m][n] = bf16(silu(g) * u)
- * K must be a multiple of 32. One block of 8 warps per 16 output rows; warps split K; mma.sync
+ * K must be a multiple of 32. One block of 16 warps per 16 output rows; warps split K; mma.sync
  * m16n8k16 with fp32 accumulation; every weight byte is read once with 16-byte loads. */
 enum pk_skinny_in { PK_IN_X = 0, PK_IN_NORM = 1 };
 enum pk_skinny_out { PK_OUT_Y = 0, PK_OUT_ACC = 1, PK_OUT_SWIGLU = 2 };

@@ -173,13 +173,24 @@ static void test_skinny(uint64_t *rng, int in, int out, int N, int K, int M, int
 		CK(cudaMalloc(&dsso, 4 * (size_t)M * a.ss_ld));
 		a.ss_out = dsso;
 	}
-	CKR(pk_k_skinny(&a, in, out, 0));
-	CK(cudaDeviceSynchronize());
-	float *got = (float *)malloc(4 * on);
-	if (out == PK_OUT_SWIGLU)
-		gt_download(1, dact, got, on);
-	else
-		CK(cudaMemcpy(got, dy, 4 * on, cudaMemcpyDeviceToHost));
+	float *got = (float *)malloc(4 * on), *again = (float *)malloc(4 * on);
+	/* twice: the second launch must give the same bits (a fixed summation order, nothing left
+	 * behind by the first) */
+	for (int rep = 0; rep < 2; rep++) {
+		float *o = rep ? again : got;
+		if (out == PK_OUT_ACC)
+			CK(cudaMemcpy(dy, y0, 4 * on, cudaMemcpyHostToDevice));
+		CKR(pk_k_skinny(&a, in, out, 0));
+		CK(cudaDeviceSynchronize());
+		if (out == PK_OUT_SWIGLU)
+			gt_download(1, dact, o, on);
+		else
+			CK(cudaMemcpy(o, dy, 4 * on, cudaMemcpyDeviceToHost));
+	}
+	if (memcmp(got, again, 4 * on)) {
+		printf("  skinny N=%d K=%d M=%d: a second launch gave different bits\n", N, K, M);
+		failures++;
+	}
 	char what[128];
 	snprintf(what, sizeof(what), "skinny %s %s->%s N=%d K=%d M=%d%s", M == 1 ? "gemv" : "mma",
 		 in == PK_IN_X ? "x" : "norm(h)", out == PK_OUT_Y ? "y" : out == PK_OUT_ACC ? "h+=" : "swiglu",
@@ -222,6 +233,7 @@ static void test_skinny(uint64_t *rng, int in, int out, int N, int K, int M, int
 	free(ref);
 	free(want);
 	free(got);
+	free(again);
 }
 
 static void test_rmsnorm(uint64_t *rng, int bf16, int hidden, int rows, int bucket, int gather)
@@ -755,6 +767,14 @@ int main(void)
 	test_skinny(&rng, PK_IN_X, PK_OUT_ACC, 200, 4096, 16, 0);
 	test_skinny(&rng, PK_IN_NORM, PK_OUT_SWIGLU, 700, 1024, 1, 0);
 	test_skinny(&rng, PK_IN_NORM, PK_OUT_SWIGLU, 96, 2048, 11, 0);
+	/* 2..16 tokens at the bench models' shapes: down projections (K 8960, 14336), an
+	 * LM-head-sized N, N not a multiple of the 16-row blocks */
+	test_skinny(&rng, PK_IN_X, PK_OUT_ACC, 1536, 8960, 8, 0);
+	test_skinny(&rng, PK_IN_X, PK_OUT_ACC, 1003, 14336, 16, 0);
+	test_skinny(&rng, PK_IN_X, PK_OUT_Y, 517, 5120, 7, 0);
+	test_skinny(&rng, PK_IN_NORM, PK_OUT_SWIGLU, 2240, 1536, 9, 0);
+	test_skinny(&rng, PK_IN_NORM, PK_OUT_Y, 20005, 1536, 4, 1);
+	test_skinny(&rng, PK_IN_NORM, PK_OUT_Y, 3001, 4096, 16, 1);
 	/* M = 1 with more rows than the streamed GEMV's warps (several rows a warp, row ends
 	 * mid-ring) and K not a multiple of its 256-element slices */
 	test_skinny(&rng, PK_IN_NORM, PK_OUT_Y, 9001, 256, 1, 1);
