@@ -319,7 +319,8 @@ __global__ void __launch_bounds__(SKINNY_WARPS * 32) k_skinny(struct pk_skinny a
 				/* RU loads a lane in flight together, summed in order (a rolled
 				 * loop issued them one L2 round trip apart) */
 				constexpr int RU = 16;
-				const float *ss = a.ss + (size_t)(a.gather ? a.gather[m] : m) * a.ss_ld;
+				const float *ss =
+					a.ss + (size_t)(a.gather ? a.gather[m] : m) * a.ss_ld;
 				float v[RU];
 #pragma unroll
 				for (int u = 0; u < RU; u++)
